@@ -29,7 +29,7 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 def _count_resting_day(day: date, resting: int) -> int:
     if resting + 1 > _MAX_RESTING_DAYS:
-        raise ValueError(f"no working day in the {_MAX_RESTING_DAYS} days up to {day}: check the calendar data")
+        raise ValueError(f"no working day in the {_MAX_RESTING_DAYS} days up to {day}: check the data")
     return resting + 1
 
 
@@ -107,7 +107,7 @@ def _override_dates(key: str, value: object) -> frozenset[date]:
     if value is None:
         return frozenset()
     if not isinstance(value, list):
-        # TRY004: a file of the wrong shape is a bad value; the caller catches ValueError for every parse error.
+        # TRY004: a wrongly shaped file is a bad value; the caller catches ValueError for every parse error.
         raise ValueError(f"calendar overrides: `{key}` must be a list of dates, got {value!r}")  # noqa: TRY004
     dates: set[date] = set()
     for index, entry in enumerate(value):
@@ -271,40 +271,50 @@ class WorkingCalendar:
         for opens, closes in self._periods(as_local(start)):
             yield opens.astimezone(UTC), closes.astimezone(UTC)
 
-    def add_working_seconds(self, start: datetime, seconds: int) -> datetime:
-        """The instant at which `seconds` of working time have passed since `start`.
+    def add_working_time(self, start: datetime, amount: timedelta) -> datetime:
+        """The instant at which `amount` of working time has passed since `start`.
 
         The count starts at `start` if the clock runs then, else at the next opening; a count that ends
-        exactly at a closing time ends there (12:00, 17:30), not at the next opening. Zero seconds gives the
+        exactly at a closing time ends there (12:00, 17:30), not at the next opening. A zero amount gives the
         start of the count itself.
         """
-        if seconds < 0:
-            raise ValueError(f"cannot add a negative working time ({seconds} s)")
-        remaining = timedelta(seconds=seconds)
+        if amount < timedelta():
+            raise ValueError(f"cannot add a negative working time ({amount})")
+        remaining = amount
         for opens, closes in self._periods(as_local(start)):
             if remaining <= closes - opens:
                 return (opens + remaining).astimezone(UTC)
             remaining -= closes - opens
         raise AssertionError("unreachable: the periods never end")  # pragma: no cover
 
+    def add_working_seconds(self, start: datetime, seconds: int) -> datetime:
+        """N working seconds after `start`; see add_working_time."""
+        return self.add_working_time(start, timedelta(seconds=seconds))
+
     def add_working_minutes(self, start: datetime, minutes: int) -> datetime:
         """N working minutes after `start` (hours × 60), exact to its second; see add_working_seconds."""
         return self.add_working_seconds(start, minutes * 60)
 
-    def working_seconds_between(self, earlier: datetime, later: datetime) -> int:
-        """Whole seconds of working time in [earlier, later); 0 when `later` is not after `earlier`."""
+    def working_time_between(self, earlier: datetime, later: datetime) -> timedelta:
+        """Working time in [earlier, later), to the microsecond; zero when `later` is not after `earlier`."""
         start, end = as_local(earlier), as_local(later)
-        if end <= start:
-            return 0
         total = timedelta()
-        for opens, closes in self._periods(start, last_day=end.date()):
+        if end <= start:
+            return total
+        # The span is half-open: an `end` at midnight must not make the next day (or year) be looked up.
+        last_day = (end - timedelta(microseconds=1)).date()
+        for opens, closes in self._periods(start, last_day=last_day):
             if opens >= end:
                 break
             total += min(closes, end) - opens
-        return total // timedelta(seconds=1)
+        return total
+
+    def working_seconds_between(self, earlier: datetime, later: datetime) -> int:
+        """Whole seconds of working time in [earlier, later) (a fraction of a second is dropped)."""
+        return self.working_time_between(earlier, later) // timedelta(seconds=1)
 
     def working_days_after(self, start: datetime, days: int) -> datetime:
-        """N working days after `start`: closing time (17:30 local) on the Nth working day after its local date.
+        """N working days after `start`: closing time (17:30 local) of the Nth working day after its date.
 
         The start's own day never counts, even when it is before the opening.
         """

@@ -1,0 +1,1 @@
+"""The four services of the loop: intake, routing, sla, reporting."""

@@ -1,0 +1,211 @@
+"""Intake service: thin Kafka subscribers on the three raw topics and `POST /v1/intake/{channel}`.
+
+Each handler parses, calls the pure `normalize`, and saves complaints, dead letters and their outgoing
+messages in one transaction; the outbox relay publishes them. Offsets are committed only after that commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+
+from services.intake import store
+from services.intake.normalize import MAX_BODY_BYTES, Rejection, normalize
+from shared.auth import Principal
+from shared.db import is_transient
+from shared.domain import Channel
+from shared.events import ComplaintReceived, DeadLetter
+from shared.kafka import RawRecord, process_with_retries
+from shared.observability import mask_phones_in_text
+from shared.service import CallerDep, ServiceContext, context, create_service_app
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+SERVICE = "intake"
+GROUP = "intake"
+_HTTP_STATUS = {"too_large": 413, "invalid_utf8": 400, "invalid_json": 400, "not_an_object": 400}
+
+
+def dead_letter_of(record: RawRecord, rejection: Rejection, now: datetime, attempts: int = 1) -> DeadLetter:
+    """The dead letter of a raw record; its id is derived from the record's place, so a replay makes no second one."""
+    return DeadLetter(
+        dead_letter_id=uuid5(NAMESPACE_URL, f"dlq:{record.topic}:{record.partition}:{record.offset}"),
+        source_topic=record.topic,
+        source_key=record.key_text,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        service=SERVICE,
+        reason=mask_phones_in_text(rejection.reason),
+        error_type=rejection.error_type,
+        first_seen_at=now,
+        attempts=attempts,
+        payload_b64=base64.b64encode(record.value).decode("ascii"),
+    )
+
+
+class Intake:
+    """The consume side: a batch of raw records in, one transaction out."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def ingest(self, records: list[RawRecord]) -> None:
+        ctx = self.ctx
+        now = ctx.clock()
+        complaints: list[ComplaintReceived] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            channel = ctx.topics.channel_of(record.topic)
+            if channel is None:
+                letters.append(dead_letter_of(record, Rejection("unknown_topic", f"intake does not read {record.topic}"), now))
+                continue
+            result = normalize(channel, record.value, now)
+            if isinstance(result, Rejection):
+                letters.append(dead_letter_of(record, result, now))
+            else:
+                complaints.append(result)
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            saved = await store.save(
+                conn, complaints, letters, now=now, via="kafka", received_topic=ctx.topics.received,
+                dlq_topic=ctx.topics.dlq,
+            )
+        self._count(saved)
+        ctx.relay.wake()
+
+    def _count(self, saved: store.SaveResult) -> None:
+        m = self.ctx.metrics
+        for c in saved.new_complaints:
+            m.received.labels(c.channel.value).inc()
+        for c in saved.duplicates:
+            m.duplicates.labels(c.channel.value).inc()
+        for d in saved.new_dead_letters:
+            channel = self.ctx.topics.channel_of(d.source_topic)
+            m.rejected.labels(channel.value if channel else "unknown", d.error_type).inc()
+            m.dead_letters.labels(d.source_topic).inc()
+            log.warning(
+                "dead letter",
+                extra={"source_topic": d.source_topic, "offset": d.source_offset, "error_type": d.error_type,
+                       "reason": d.reason},
+            )
+
+    async def give_up(self, record: RawRecord, exc: BaseException, attempts: int) -> None:
+        """A record that failed for good for a reason other than its data (a bug): dead-lettered, counted."""
+        now = self.ctx.clock()
+        letter = dead_letter_of(record, Rejection("processing_failed", f"{type(exc).__name__}: {exc}"[:500]), now, attempts)
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            saved = await store.save(
+                conn, [], [letter], now=now, via="kafka", received_topic=self.ctx.topics.received,
+                dlq_topic=self.ctx.topics.dlq,
+            )
+        self._count(saved)
+        self.ctx.relay.wake()
+
+    async def on_batch(self, msg: Any) -> None:
+        started = time.perf_counter()
+        records = [RawRecord.of(r) for r in msg.raw_message]
+        await process_with_retries(
+            records, self.ingest, self.give_up, where="consumer", health=self.ctx.health,
+            on_retry=self.ctx.metrics.transient_retries.labels("consumer").inc,
+        )
+        await msg.ack()
+        self.ctx.metrics.batch_seconds.labels(GROUP).observe(time.perf_counter() - started)
+
+
+async def _raw_decoder(msg: Any, original: Any = None) -> Any:
+    # Raw bytes only: decoding is normalize()'s job, so a message that is not JSON reaches it and becomes a dead letter.
+    return msg.body
+
+
+async def setup(ctx: ServiceContext) -> None:
+    intake = Intake(ctx)
+    ctx.extras["intake"] = intake
+    for channel in Channel:
+        subscriber = ctx.broker.subscriber(
+            ctx.topics.intake(channel),
+            group_id=GROUP,
+            batch=True,
+            max_records=ctx.settings.consumer_max_records,
+            batch_timeout_ms=50,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_raw_decoder,
+            title=f"intake.{channel.value}",
+            description=f"Raw {channel.value} messages (contract 2); each becomes complaint.received or a dead letter.",
+        )
+
+        async def handler(msg: KafkaMessage) -> None:
+            await intake.on_batch(msg)
+
+        subscriber(handler)
+    ctx.broker.publisher(ctx.topics.received, schema=ComplaintReceived, title="complaints.received",
+                         description="Canonical complaints (contract 3.1), keyed by complaint_id.")
+    ctx.broker.publisher(ctx.topics.dlq, schema=DeadLetter, title="complaints.dlq",
+                         description="Raw messages that could not become complaints, with reason and bytes.")
+
+
+router = APIRouter(tags=["intake"])
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise HTTPException(
+                413, {"error": "too_large", "reason": f"body is over the limit of {limit} bytes (64 KiB)"}
+            )
+    return bytes(body)
+
+
+@router.post("/v1/intake/{channel}", status_code=202, summary="Submit a raw complaint of a channel (contract 2)")
+async def post_intake(channel: str, request: Request, caller: Principal = CallerDep) -> JSONResponse:
+    ctx = context(request)
+    try:
+        chan = Channel(channel)
+    except ValueError:
+        raise HTTPException(404, {"error": "unknown_channel", "reason": f"no channel {channel!r}"}) from None
+    if not caller.may_post_channel(chan.value):
+        raise HTTPException(403, {"error": "forbidden", "reason": f"this key may not post to channel {chan.value}"})
+    raw = await _read_limited(request, MAX_BODY_BYTES)
+    now = ctx.clock()
+    result = normalize(chan, raw, now)
+    if isinstance(result, Rejection):
+        ctx.metrics.rejected.labels(chan.value, result.error_type).inc()
+        status = _HTTP_STATUS.get(result.error_type, 422)
+        raise HTTPException(status, {"error": result.error_type, "reason": mask_phones_in_text(result.reason)})
+    try:
+        async with asyncio.timeout(10), ctx.pool.acquire() as conn, conn.transaction():
+            saved = await store.save(
+                conn, [result], [], now=now, via="http", received_topic=ctx.topics.received, dlq_topic=ctx.topics.dlq
+            )
+    except Exception as exc:
+        if is_transient(exc):
+            raise HTTPException(
+                503, {"error": "unavailable", "reason": "the database is not reachable; retry later"},
+                headers={"Retry-After": "5"},
+            ) from exc
+        raise
+    duplicate = not saved.new_complaints
+    if duplicate:
+        ctx.metrics.duplicates.labels(chan.value).inc()
+    else:
+        ctx.metrics.received.labels(chan.value).inc()
+        ctx.relay.wake()
+    return JSONResponse({"complaint_id": result.complaint_id, "duplicate": duplicate}, status_code=202)
+
+
+def create_app(settings: Settings | None = None) -> Any:
+    return create_service_app(
+        SERVICE, routers=[router], setup=setup, settings=settings,
+        description="Normalizes raw messages of the hotline, the complaint line and supervisors into complaint.received.",
+    )

@@ -1,0 +1,276 @@
+"""The SLA policy and its deadline math (contract 7): the window of a stage, when it warns and falls due.
+
+Pure: the working calendar and every time are arguments; nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.calendar import WorkingCalendar, as_utc
+from shared.domain import Category, Urgency
+from shared.events.sla import Stage
+
+Pause = tuple[datetime, datetime | None]
+"""(paused_at, resumed_at); resumed_at is None while the case is still paused."""
+
+
+class WindowUnit(StrEnum):
+    HOURS = "hours"
+    DAYS = "days"
+
+
+class Window(BaseModel):
+    """How long a stage may take: N working hours (counted to the second) or N working days (to 17:30)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    unit: WindowUnit = Field(
+        description="`hours`: working hours from the start; `days`: working days after its date."
+    )
+    amount: int = Field(gt=0, description="How many working hours or working days.")
+
+    @classmethod
+    def working_hours(cls, amount: int) -> Window:
+        return cls(unit=WindowUnit.HOURS, amount=amount)
+
+    @classmethod
+    def working_days(cls, amount: int) -> Window:
+        return cls(unit=WindowUnit.DAYS, amount=amount)
+
+
+StageWindows = dict[Stage, Window]
+
+
+class SlaPolicy(BaseModel):
+    """The windows of the four stages, with overrides per category and per urgency (contract 7).
+
+    The window of a stage for a case is, first found wins: the case's urgency override, then its category
+    override, then the default of the stage. So an urgent case gets the urgent resolve window even in a
+    category with a longer one. Replacing `by_urgency` replaces the built-in urgent rule as well.
+
+    The policy is JSON (`model_dump_json`) so that a case can carry the policy it was opened under.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accept: Window = Field(
+        default=Window.working_hours(2), description="签收: from each assignment to its acceptance."
+    )
+    first_contact: Window = Field(
+        default=Window.working_days(1), description="首次联系: from each assignment to the first contact."
+    )
+    resolve: Window = Field(
+        default=Window.working_days(5),
+        description="办结: from `received_at` or a reopening to resolving; a return keeps the clock.",
+    )
+    callback: Window = Field(
+        default=Window.working_days(2), description="回访: from the resolve action to the callback."
+    )
+    warn_ratio: float = Field(
+        default=0.8, gt=0, le=1, description="Share of a window's working time after which a warning fires."
+    )
+    by_category: dict[Category, StageWindows] = Field(
+        default_factory=dict, description="Windows that replace the defaults for a category."
+    )
+    by_urgency: dict[Urgency, StageWindows] = Field(
+        default_factory=lambda: {Urgency.URGENT: {Stage.RESOLVE: Window.working_days(1)}},
+        description="Windows that replace the category and default ones for an urgency.",
+    )
+
+    def window_for(self, stage: Stage, category: Category, urgency: Urgency) -> Window:
+        """The window of `stage` for a case: urgency override, else category override, else the default."""
+        for overrides in (self.by_urgency.get(urgency, {}), self.by_category.get(category, {})):
+            if stage in overrides:
+                return overrides[stage]
+        defaults = {
+            Stage.ACCEPT: self.accept,
+            Stage.FIRST_CONTACT: self.first_contact,
+            Stage.RESOLVE: self.resolve,
+            Stage.CALLBACK: self.callback,
+        }
+        return defaults[stage]
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When a stage falls due (a breach from then on) and when it warns; both UTC."""
+
+    due_at: datetime
+    warn_at: datetime
+
+
+def _paused_spans(start: datetime, pauses: Iterable[Pause]) -> list[tuple[datetime, datetime]] | None:
+    """The pauses as sorted, disjoint UTC spans from `start` on; None when one is still open.
+
+    Only the part of a pause after `start` can hold the clock (before it the clock was not running), and
+    time paused twice by overlapping pauses is paused once.
+    """
+    spans: list[tuple[datetime, datetime]] = []
+    for paused_at, resumed_at in pauses:
+        paused = as_utc(paused_at)
+        if resumed_at is None:
+            return None
+        resumed = as_utc(resumed_at)
+        if resumed < paused:
+            raise ValueError(
+                f"a pause resumed at {resumed.isoformat()}, before it began at {paused.isoformat()}"
+            )
+        paused = max(paused, start)
+        if resumed > paused:
+            spans.append((paused, resumed))
+    spans.sort()
+    merged: list[tuple[datetime, datetime]] = []
+    for paused, resumed in spans:
+        if merged and paused <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], resumed))
+        else:
+            merged.append((paused, resumed))
+    return merged
+
+
+def _running(
+    opens: datetime, closes: datetime, paused: list[tuple[datetime, datetime]]
+) -> Iterator[tuple[datetime, datetime]]:
+    """The parts of one working period [opens, closes) during which the clock was not paused."""
+    cursor = opens
+    for pause_from, pause_to in paused:
+        if pause_to <= cursor:
+            continue
+        if pause_from >= closes:
+            break
+        if pause_from > cursor:
+            yield cursor, pause_from
+        cursor = max(cursor, pause_to)
+        if cursor >= closes:
+            return
+    if cursor < closes:
+        yield cursor, closes
+
+
+def _clock_reaches(
+    calendar: WorkingCalendar, start: datetime, paused: list[tuple[datetime, datetime]], amount: timedelta
+) -> datetime:
+    """The instant at which the clock, running in working time from `start` but not while paused, shows
+    `amount`; ending at a closing time rather than at the next opening, like add_working_time."""
+    remaining = amount
+    for opens, closes in calendar.working_periods(start):
+        for run_from, run_to in _running(opens, closes, paused):
+            if remaining <= run_to - run_from:
+                return run_from + remaining
+            remaining -= run_to - run_from
+    raise AssertionError("unreachable: working periods never end")  # pragma: no cover
+
+
+def compute_deadline(
+    policy: SlaPolicy,
+    calendar: WorkingCalendar,
+    stage: Stage,
+    start: datetime,
+    *,
+    category: Category,
+    urgency: Urgency,
+    pauses: Iterable[Pause] = (),
+    extension_days: int = 0,
+) -> Deadline | None:
+    """The deadline of `stage` counted from `start`; None while a pause is open (the clock is stopped).
+
+    - The window's working time is the working time from `start` to `start` + window (hours: to the
+      second; days: to 17:30 of the Nth working day after the start's date).
+    - Paused working time does not count: the due is the instant the clock, stopped during pauses, has
+      run the window's working time. A pause before `start`, on a rest day or after the due changes nothing.
+    - An approved extension of N working days (resolve only) moves the due, pauses counted, to 17:30 of the
+      Nth working day after its date; with no pause after the due, that is exactly working_days_after.
+    - The warning fires when `warn_ratio` of the whole window (extension included) has run on that clock.
+    """
+    if extension_days < 0:
+        raise ValueError(f"an extension cannot be negative ({extension_days} working days)")
+    if extension_days and stage is not Stage.RESOLVE:
+        raise ValueError(f"only the resolve deadline can be extended, not {stage}")
+    start = as_utc(start)
+    paused = _paused_spans(start, pauses)
+    if paused is None:
+        return None
+    window = policy.window_for(stage, category, urgency)
+    # The budget stays a timedelta: a start with a fraction of a second must not lose it on the way.
+    if window.unit is WindowUnit.HOURS:
+        budget = timedelta(hours=window.amount)
+    else:
+        budget = calendar.working_time_between(start, calendar.working_days_after(start, window.amount))
+    due = _clock_reaches(calendar, start, paused, budget)
+    if extension_days:
+        # Extend from where the (paused) due fell, then let pauses after it push the new due on as well.
+        budget += calendar.working_time_between(due, calendar.working_days_after(due, extension_days))
+        due = _clock_reaches(calendar, start, paused, budget)
+    warn = _clock_reaches(calendar, start, paused, min(budget, budget * policy.warn_ratio))
+    return Deadline(due_at=due, warn_at=warn)
+
+
+def accept_deadline(
+    policy: SlaPolicy,
+    calendar: WorkingCalendar,
+    assigned_at: datetime,
+    *,
+    category: Category,
+    urgency: Urgency,
+    pauses: Iterable[Pause] = (),
+) -> Deadline | None:
+    """签收 (accept): counted from each assignment."""
+    return compute_deadline(
+        policy, calendar, Stage.ACCEPT, assigned_at, category=category, urgency=urgency, pauses=pauses
+    )
+
+
+def first_contact_deadline(
+    policy: SlaPolicy,
+    calendar: WorkingCalendar,
+    assigned_at: datetime,
+    *,
+    category: Category,
+    urgency: Urgency,
+    pauses: Iterable[Pause] = (),
+) -> Deadline | None:
+    """首次联系 (first contact): counted from each assignment."""
+    return compute_deadline(
+        policy, calendar, Stage.FIRST_CONTACT, assigned_at, category=category, urgency=urgency, pauses=pauses
+    )
+
+
+def resolve_deadline(
+    policy: SlaPolicy,
+    calendar: WorkingCalendar,
+    received_at: datetime,
+    *,
+    category: Category,
+    urgency: Urgency,
+    pauses: Iterable[Pause] = (),
+    extension_days: int = 0,
+) -> Deadline | None:
+    """办结 (resolve): counted from `received_at`, or from a reopening; a return does not restart it."""
+    return compute_deadline(
+        policy,
+        calendar,
+        Stage.RESOLVE,
+        received_at,
+        category=category,
+        urgency=urgency,
+        pauses=pauses,
+        extension_days=extension_days,
+    )
+
+
+def callback_deadline(
+    policy: SlaPolicy,
+    calendar: WorkingCalendar,
+    resolved_at: datetime,
+    *,
+    category: Category,
+    urgency: Urgency,
+) -> Deadline | None:
+    """回访 (callback): counted from the resolve action; the case is no longer paused by then."""
+    return compute_deadline(policy, calendar, Stage.CALLBACK, resolved_at, category=category, urgency=urgency)

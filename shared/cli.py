@@ -1,0 +1,154 @@
+"""The `complaints` command (contract section 5): dev, run, simulate, bench, migrate, keys, dlq."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+from pathlib import Path
+
+SERVICES = ("intake", "routing", "sla", "reporting")
+
+
+def available_services() -> list[str]:
+    """Services whose app module exists in this build."""
+    found = []
+    for name in SERVICES:
+        try:
+            importlib.import_module(f"services.{name}.app")
+        except ModuleNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from shared.settings import Settings
+
+    if args.service not in available_services():
+        print(f"error: service {args.service!r} is not built yet; available: {', '.join(available_services())}",
+              file=sys.stderr)
+        return 2
+    settings = Settings()
+    module = importlib.import_module(f"services.{args.service}.app")
+    app = module.create_app(settings)
+    port = args.port or settings.port_for(args.service)
+    uvicorn.run(app, host=args.host or settings.http_host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=20)
+    return 0
+
+
+def _cmd_migrate(_: argparse.Namespace) -> int:
+    from shared.migrate import migrate
+    from shared.settings import Settings
+
+    applied = asyncio.run(migrate(Settings().database_url))
+    for schema, names in applied.items():
+        print(f"{schema}: {', '.join(names) if names else 'up to date'}")
+    return 0
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from shared.auth import KeysFileError, new_key
+
+    try:
+        key, line = new_key(args.scope)
+    except KeysFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"key (shown once, store it now): {key}")
+    print("add to the API_KEYS_FILE:")
+    print(line, end="")
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from shared.dev import run_dev
+
+    return run_dev(args)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from shared.simulate import run_simulate_cli
+
+    return run_simulate_cli(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from shared.bench import run_bench_cli
+
+    return run_bench_cli(args)
+
+
+def _cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from shared.dlq import run_replay_cli
+
+    return run_replay_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="complaints", description="营商环境 complaints: the closed loop, as services.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="the whole system on this machine (own Kafka and PostgreSQL unless told)")
+    dev.add_argument("--simulate", type=float, default=0.0, metavar="N", help="feed N complaints a second")
+    dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.add_argument("--port-base", type=int, default=8080, help="services listen on N+1 … N+4")
+    dev.add_argument("--data-dir", type=Path, default=None, help="keep Kafka and PostgreSQL data here")
+    dev.set_defaults(func=_cmd_dev)
+
+    run = sub.add_parser("run", help="run one service")
+    run.add_argument("service", choices=SERVICES)
+    run.add_argument("--port", type=int, default=None)
+    run.add_argument("--host", default=None)
+    run.set_defaults(func=_cmd_run)
+
+    sim = sub.add_parser("simulate", help="realistic traffic on all channels")
+    sim.add_argument("--rate", type=float, default=5.0, help="complaints a second")
+    sim.add_argument("--count", type=int, default=0, help="stop after this many (0: until Ctrl-C)")
+    sim.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds")
+    sim.add_argument("--duplicates", type=float, default=0.05, help="share of repeated messages")
+    sim.add_argument("--bad", type=float, default=0.03, help="share of bad messages")
+    sim.add_argument("--http-share", type=float, default=0.1, help="share sent over HTTP intake")
+    sim.add_argument("--intake-url", default=os.environ.get("INTAKE_URL", "http://127.0.0.1:8081"))
+    sim.add_argument("--keys-file", type=Path, default=None, help="the dev keys file with clear keys")
+    sim.add_argument("--seed", type=int, default=None)
+    sim.set_defaults(func=_cmd_simulate)
+
+    bench = sub.add_parser("bench", help="measure throughput and latency")
+    bench.add_argument("target", choices=["intake"], nargs="?", default="intake")
+    bench.add_argument("--count", type=int, default=20000)
+    bench.add_argument("--rate", type=float, default=2000.0, help="rate for the latency phase")
+    bench.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
+    bench.set_defaults(func=_cmd_bench)
+
+    mig = sub.add_parser("migrate", help="apply the SQL migrations of every service")
+    mig.set_defaults(func=_cmd_migrate)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="print a new random key and its keys-file line")
+    new.add_argument("--scope", required=True, help="channel:<name> | department:<code> | reports | admin")
+    new.set_defaults(func=_cmd_keys_new)
+
+    dlq = sub.add_parser("dlq", help="dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    replay = dlq_sub.add_parser("replay", help="send dead letters back to their source topic")
+    replay.add_argument("--source-topic", default=None, help="only those from this topic")
+    replay.add_argument("--error-type", default=None, help="only those with this error_type")
+    replay.add_argument("--dry-run", action="store_true")
+    replay.set_defaults(func=_cmd_dlq_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

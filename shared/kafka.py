@@ -1,0 +1,201 @@
+"""Kafka plumbing every service uses: producer and broker settings, topic creation, and the consume loop's
+retry and dead-letter discipline (RELIABILITY.md).
+
+Delivery rules: producers use `acks=all` with idempotence; consumers use FastStream's MANUAL ack policy and
+commit only after the batch's effects are durable in PostgreSQL. A batch handler never raises for bad data
+(bad data becomes a dead letter inside the same transaction), retries passing faults forever with capped
+backoff (so no offset is ever committed past an unprocessed record), and isolates a record that keeps
+failing for another reason by processing the batch one record at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from shared.db import is_transient
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One consumed record, as bytes, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None
+
+    @property
+    def key_text(self) -> str | None:
+        return None if self.key is None else self.key.decode("utf-8", errors="replace")
+
+    @classmethod
+    def of(cls, record: Any) -> RawRecord:
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value if record.value is not None else b"",
+            timestamp_ms=record.timestamp,
+        )
+
+
+def security_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka's security arguments from the contract's KAFKA_* settings."""
+    kwargs: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+    if settings.kafka_security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        )
+    return kwargs
+
+
+def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    """acks=all and idempotence on (aiokafka's defaults are acks=1 without it); batches big enough for 500+ messages."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=1024 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        request_timeout_ms=int(settings.kafka_send_timeout_s * 1000),
+        **security_kwargs(settings),
+    )
+
+
+async def ensure_topics(settings: Settings, topics: Sequence[str], partitions: int | None = None) -> None:
+    """Create the topics the project uses (idempotent), so partition counts are ours, not auto-creation's."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t, num_partitions=partitions or settings.topic_partitions, replication_factor=1) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, for passing faults."""
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 5.0) -> None:
+        self.first_s, self.cap_s, self.attempt = first_s, cap_s, 0
+
+    async def wait(self) -> None:
+        delay = min(self.cap_s, self.first_s * (2**self.attempt))
+        self.attempt += 1
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not security
+
+
+BatchFn = Callable[[list[RawRecord]], Awaitable[None]]
+GiveUpFn = Callable[[RawRecord, BaseException, int], Awaitable[None]]
+
+
+class Health:
+    """What the readiness check reads: set by the loops when a passing fault holds them up."""
+
+    def __init__(self) -> None:
+        self.degraded: dict[str, str] = {}
+
+    def fault(self, where: str, exc: BaseException) -> None:
+        self.degraded[where] = f"{type(exc).__name__}: {exc}"[:300]
+
+    def clear(self, where: str) -> None:
+        self.degraded.pop(where, None)
+
+
+async def process_with_retries(
+    records: list[RawRecord],
+    handle: BatchFn,
+    give_up: GiveUpFn,
+    *,
+    where: str,
+    health: Health,
+    on_retry: Callable[[], None] | None = None,
+    max_attempts: int = 3,
+) -> None:
+    """Run `handle` on the batch until its effects are durable. Never raises but on cancellation.
+
+    - A passing fault (database or broker away): retry the same records with backoff, forever.
+    - Any other error on a batch: split it and run each record alone, so one poison record cannot hold the rest.
+    - A single record failing `max_attempts` times for a non-passing reason: `give_up` (a dead letter).
+    """
+    backoff = Backoff()
+    attempts = 0
+    while True:
+        try:
+            await handle(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_transient(exc) or isinstance(exc, KafkaError):
+                health.fault(where, exc)
+                if on_retry:
+                    on_retry()
+                log.warning("passing fault, retrying", extra={"where": where, "error": repr(exc)[:300]})
+                await backoff.wait()
+                continue
+            if len(records) > 1:
+                log.warning("batch failed, isolating records", extra={"where": where, "error": repr(exc)[:300]})
+                for record in records:
+                    await process_with_retries(
+                        [record], handle, give_up, where=where, health=health, on_retry=on_retry,
+                        max_attempts=max_attempts,
+                    )
+                return
+            attempts += 1
+            if attempts < max_attempts:
+                await backoff.wait()
+                continue
+            log.exception("record failed for good, dead-lettering", extra={"where": where})
+            await _give_up_durably(records[0], exc, attempts, give_up, where, health)
+            return
+        else:
+            health.clear(where)
+            return
+
+
+async def _give_up_durably(
+    record: RawRecord, exc: BaseException, attempts: int, give_up: GiveUpFn, where: str, health: Health
+) -> None:
+    backoff = Backoff()
+    while True:
+        try:
+            await give_up(record, exc, attempts)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - we must not move past the record until its dead letter is durable
+            health.fault(where, err)
+            log.warning("could not write the dead letter yet", extra={"where": where, "error": repr(err)[:300]})
+            await backoff.wait()
+        else:
+            return

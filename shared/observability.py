@@ -1,0 +1,120 @@
+"""Metrics (contract section 9), structured logs with phone numbers masked, and the health checks' shape.
+
+One registry per process, made by the service's lifespan; labels are bounded, never a complaint id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_MOBILE = re.compile(r"(?<![\d])(?:\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})(?![\d])")
+_LANDLINE = re.compile(r"(?<![\d])(0\d{2,3})-?(\d{3,4})(\d{4})(?![\d])")
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """`13912345678` → `139****5678`; `04758234567` → `0475****567`. For logs, reports and dead letters shown to people."""
+    if phone is None:
+        return None
+    digits = re.sub(r"\D", "", phone)
+    if len(digits) == 11 and digits.startswith("1"):
+        return f"{digits[:3]}****{digits[-4:]}"
+    if len(digits) >= 8:
+        return f"{digits[:4]}****{digits[-3:]}"
+    return "****"
+
+
+def mask_phones_in_text(text: str) -> str:
+    """Every phone number inside free text, masked (mobile numbers in any common spelling, landlines)."""
+    text = _MOBILE.sub(lambda m: f"{m.group(1)}****{m.group(3)}", text)
+    return _LANDLINE.sub(lambda m: f"{m.group(1)}****{m.group(3)[-3:]}", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line; every phone number in the message and extras masked."""
+
+    _SKIP = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self._SKIP and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return mask_phones_in_text(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+class MaskingTextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_phones_in_text(super().format(record))
+
+
+def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Configure the root logger once per process (idempotent)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else MaskingTextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "kafka", "faststream", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Metrics:
+    """The contract's metrics in one registry per process. A service updates the ones that are its own."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter("complaints_received", "Complaints accepted by intake.", ["channel"], registry=r)
+        self.rejected = Counter(
+            "complaints_rejected", "Raw messages refused by intake.", ["channel", "reason"], registry=r
+        )
+        self.duplicates = Counter(
+            "complaints_duplicates", "Raw messages that repeated a known complaint.", ["channel"], registry=r
+        )
+        self.assigned = Counter("complaints_assigned", "Assignments made.", ["department", "level"], registry=r)
+        self.returned = Counter("complaints_returned", "Returns (退单).", ["department", "reason_code"], registry=r)
+        self.sla_warnings = Counter("sla_warnings", "SLA warnings fired.", ["stage", "department"], registry=r)
+        self.sla_breaches = Counter("sla_breaches", "SLA breaches fired.", ["stage", "department"], registry=r)
+        self.complaints_open = Gauge("complaints_open", "Open cases.", ["department", "state"], registry=r)
+        self.sla_overdue_open = Gauge("sla_overdue_open", "Open overdue deadlines.", ["department", "stage"], registry=r)
+        self.intake_to_assignment = Histogram(
+            "intake_to_assignment_seconds",
+            "From the source's receipt to the assignment.",
+            ["channel"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=r,
+        )
+        self.consumer_lag = Gauge("consumer_lag_messages", "Messages behind the log end.", ["group", "topic"], registry=r)
+        self.outbox_pending = Gauge("outbox_pending_messages", "Rows waiting in the outbox.", ["service"], registry=r)
+        self.dead_letters = Counter("dead_letters", "Dead letters written.", ["source_topic"], registry=r)
+        self.calendar_year_missing = Gauge(
+            "sla_calendar_year_missing", "1 when a year's holiday schedule is unknown.", ["year"], registry=r
+        )
+        self.published = Counter("outbox_published_messages", "Messages published by the relay.", ["topic"], registry=r)
+        self.batch_seconds = Histogram(
+            "consumer_batch_seconds",
+            "Time to process one consumed batch, commit included.",
+            ["group"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.transient_retries = Counter(
+            "transient_retries", "Retries after a passing fault (database or broker).", ["where"], registry=r
+        )

@@ -1,0 +1,203 @@
+"""What every service process is made of, built in one lifespan: settings, metrics, a PostgreSQL pool on the
+service's schema, an idempotent producer, the outbox relay, a FastStream Kafka broker for the subscribers,
+and the HTTP app with `/healthz`, `/readyz`, `/metrics`, `/asyncapi` and scoped-key auth.
+
+Nothing here runs at import time; `create_service_app` returns an app whose lifespan builds and closes it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from faststream.kafka import KafkaBroker
+from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
+from faststream.specification import AsyncAPI
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from shared.auth import KeyRing, Principal
+from shared.clock import Clock, system_clock
+from shared.db import create_pool, ping
+from shared.kafka import Health, ensure_topics, make_producer
+from shared.migrate import migrate
+from shared.observability import Metrics, setup_logging
+from shared.outbox import OutboxRelay
+from shared.settings import Settings
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """Everything a service's handlers need, made once per process."""
+
+    name: str
+    settings: Settings
+    topics: Topics
+    metrics: Metrics
+    health: Health
+    clock: Clock
+    pool: asyncpg.Pool[Any]
+    producer: AIOKafkaProducer
+    broker: KafkaBroker
+    relay: OutboxRelay
+    keys: KeyRing
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+Setup = Callable[[ServiceContext], Awaitable[None]]
+
+
+def _broker_security(settings: Settings) -> Any:
+    import ssl
+
+    ctx = None
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        ctx = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    if not settings.kafka_security_protocol.startswith("SASL"):
+        if ctx is not None:
+            from faststream.security import BaseSecurity
+
+            return BaseSecurity(ssl_context=ctx)
+        return None
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    user = settings.kafka_sasl_username or ""
+    mech = (settings.kafka_sasl_mechanism or "PLAIN").upper()
+    cls = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}.get(mech, SASLPlaintext)
+    return cls(username=user, password=password, ssl_context=ctx)
+
+
+def load_keys(settings: Settings) -> KeyRing:
+    if settings.api_keys_file is None:
+        log.warning("API_KEYS_FILE is not set: every authenticated endpoint will answer 401")
+        return KeyRing({})
+    return KeyRing.from_file(settings.api_keys_file)
+
+
+def create_service_app(
+    name: str,
+    *,
+    routers: list[APIRouter],
+    setup: Setup,
+    settings: Settings | None = None,
+    clock: Clock = system_clock,
+    teardown: Setup | None = None,
+    description: str = "",
+) -> FastAPI:
+    """The HTTP app of one service; its lifespan builds the ServiceContext and runs `setup(ctx)` before serving."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = settings or Settings()
+        setup_logging(cfg.log_level, cfg.log_format)
+        topics = Topics(cfg.topic_prefix)
+        metrics = Metrics(name)
+        health = Health()
+        await migrate(cfg.database_url, (name,))
+        await ensure_topics(cfg, topics.all())
+        pool = await create_pool(cfg.database_url, name, max_size=cfg.db_pool_max)
+        producer = make_producer(cfg, client_id=f"complaints-{name}")
+        await producer.start()
+        broker = KafkaBroker(
+            cfg.kafka_bootstrap_servers,
+            client_id=f"complaints-{name}",
+            security=_broker_security(cfg),
+            logger=logging.getLogger(f"faststream.{name}"),
+            graceful_timeout=15.0,
+        )
+        relay = OutboxRelay(pool, producer, metrics, health, batch_size=cfg.outbox_batch_size,
+                            send_timeout_s=cfg.kafka_send_timeout_s)
+        ctx = ServiceContext(name, cfg, topics, metrics, health, clock, pool, producer, broker, relay, load_keys(cfg))
+        app.state.ctx = ctx
+        await setup(ctx)
+        relay.start()
+        await broker.start()
+        log.info("service started", extra={"service": name, "port": cfg.port_for(name)})
+        try:
+            yield
+        finally:
+            # Stop taking new records first (in-flight batches finish and commit), then flush what they produced.
+            await broker.stop()
+            if teardown is not None:
+                await teardown(ctx)
+            await relay.stop()
+            await producer.stop()
+            await pool.close()
+            log.info("service stopped", extra={"service": name})
+
+    app = FastAPI(title=f"complaints {name}", description=description, version="1", lifespan=lifespan)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"error": _error_code(exc.status_code), "reason": exc.detail}
+        return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": name}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        ctx: ServiceContext = request.app.state.ctx
+        db_ok = await ping(ctx.pool)
+        try:
+            broker_ok = await ctx.broker.ping(timeout=2.0)
+        except Exception:  # noqa: BLE001 - not reachable is the answer
+            broker_ok = False
+        body = {"database": db_ok, "broker": broker_ok, "degraded": ctx.health.degraded}
+        ok = db_ok and broker_ok and not ctx.health.degraded
+        return JSONResponse({"ready": ok, **body}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        ctx: ServiceContext = request.app.state.ctx
+        return PlainTextResponse(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi", include_in_schema=False)
+    async def asyncapi(request: Request) -> JSONResponse:
+        ctx: ServiceContext = request.app.state.ctx
+        spec = AsyncAPI(ctx.broker, title=f"complaints {name}", version="1", description=description)
+        return JSONResponse(spec.to_specification().to_jsonable())
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _error_code(status: int) -> str:
+    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
+            413: "too_large", 422: "invalid", 503: "unavailable"}.get(status, "error")
+
+
+def context(request: Request) -> ServiceContext:
+    ctx: ServiceContext = request.app.state.ctx
+    return ctx
+
+
+async def principal(request: Request) -> Principal:
+    """The caller's scope from `Authorization: Bearer <key>`; 401 without a known key."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise HTTPException(401, "missing bearer key", headers={"WWW-Authenticate": "Bearer"})
+    found = context(request).keys.authenticate(key.strip())
+    if found is None:
+        raise HTTPException(401, "unknown key", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+CallerDep = Depends(principal)
+
+
+async def run_forever_task(coro: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
+    return asyncio.create_task(coro(), name=name)
