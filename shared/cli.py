@@ -30,15 +30,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from shared.settings import Settings
 
     if args.service not in available_services():
-        print(f"error: service {args.service!r} is not built yet; available: {', '.join(available_services())}",
-              file=sys.stderr)
+        print(
+            f"error: service {args.service!r} is not built yet; available: {', '.join(available_services())}",
+            file=sys.stderr,
+        )
         return 2
     settings = Settings()
     module = importlib.import_module(f"services.{args.service}.app")
     app = module.create_app(settings)
     port = args.port or settings.port_for(args.service)
-    uvicorn.run(app, host=args.host or settings.http_host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=20)
+    uvicorn.run(
+        app,
+        host=args.host or settings.http_host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
     return 0
 
 
@@ -91,7 +99,9 @@ def _cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="complaints", description="营商环境 complaints: the closed loop, as services.")
+    parser = argparse.ArgumentParser(
+        prog="complaints", description="营商环境 complaints: the closed loop, as services."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="the whole system on this machine (own Kafka and PostgreSQL unless told)")
@@ -115,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bad", type=float, default=0.03, help="share of bad messages")
     sim.add_argument("--http-share", type=float, default=0.1, help="share sent over HTTP intake")
     sim.add_argument("--intake-url", default=os.environ.get("INTAKE_URL", "http://127.0.0.1:8081"))
-    sim.add_argument("--keys-file", type=Path, default=None, help="the dev keys file with clear keys")
+    sim.add_argument(
+        "--channel-key",
+        action="append",
+        metavar="CHANNEL=KEY",
+        help="a channel key, to send --http-share of that channel's traffic over HTTP intake",
+    )
     sim.add_argument("--seed", type=int, default=None)
     sim.set_defaults(func=_cmd_simulate)
 

@@ -11,6 +11,7 @@ failing for another reason by processing the batch one record at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -94,12 +95,13 @@ async def ensure_topics(settings: Settings, topics: Sequence[str], partitions: i
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions or settings.topic_partitions, replication_factor=1) for t in missing]
+                    [
+                        NewTopic(t, num_partitions=partitions or settings.topic_partitions, replication_factor=1)
+                        for t in missing
+                    ]
                 )
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 
@@ -168,7 +170,12 @@ async def process_with_retries(
                 log.warning("batch failed, isolating records", extra={"where": where, "error": repr(exc)[:300]})
                 for record in records:
                     await process_with_retries(
-                        [record], handle, give_up, where=where, health=health, on_retry=on_retry,
+                        [record],
+                        handle,
+                        give_up,
+                        where=where,
+                        health=health,
+                        on_retry=on_retry,
                         max_attempts=max_attempts,
                     )
                 return
@@ -193,7 +200,7 @@ async def _give_up_durably(
             await give_up(record, exc, attempts)
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - we must not move past the record until its dead letter is durable
+        except Exception as err:
             health.fault(where, err)
             log.warning("could not write the dead letter yet", extra={"where": where, "error": repr(err)[:300]})
             await backoff.wait()

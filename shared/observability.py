@@ -19,7 +19,7 @@ _LANDLINE = re.compile(r"(?<![\d])(0\d{2,3})-?(\d{3,4})(\d{4})(?![\d])")
 
 
 def mask_phone(phone: str | None) -> str | None:
-    """`13912345678` → `139****5678`; `04758234567` → `0475****567`. For logs, reports and dead letters shown to people."""
+    """`13912345678` → `139****5678`; `04758234567` → `0475****567`: for logs, reports and dead letters."""
     if phone is None:
         return None
     digits = re.sub(r"\D", "", phone)
@@ -93,7 +93,9 @@ class Metrics:
         self.sla_warnings = Counter("sla_warnings", "SLA warnings fired.", ["stage", "department"], registry=r)
         self.sla_breaches = Counter("sla_breaches", "SLA breaches fired.", ["stage", "department"], registry=r)
         self.complaints_open = Gauge("complaints_open", "Open cases.", ["department", "state"], registry=r)
-        self.sla_overdue_open = Gauge("sla_overdue_open", "Open overdue deadlines.", ["department", "stage"], registry=r)
+        self.sla_overdue_open = Gauge(
+            "sla_overdue_open", "Open overdue deadlines.", ["department", "stage"], registry=r
+        )
         self.intake_to_assignment = Histogram(
             "intake_to_assignment_seconds",
             "From the source's receipt to the assignment.",
@@ -101,7 +103,9 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
             registry=r,
         )
-        self.consumer_lag = Gauge("consumer_lag_messages", "Messages behind the log end.", ["group", "topic"], registry=r)
+        self.consumer_lag = Gauge(
+            "consumer_lag_messages", "Messages behind the log end.", ["group", "topic"], registry=r
+        )
         self.outbox_pending = Gauge("outbox_pending_messages", "Rows waiting in the outbox.", ["service"], registry=r)
         self.dead_letters = Counter("dead_letters", "Dead letters written.", ["source_topic"], registry=r)
         self.calendar_year_missing = Gauge(

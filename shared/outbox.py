@@ -45,9 +45,7 @@ async def enqueue(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessag
     """Add messages to the outbox inside the caller's transaction."""
     if not messages:
         return
-    await conn.execute(
-        SQL_ENQUEUE, [m.topic for m in messages], [m.key for m in messages], [m.value for m in messages]
-    )
+    await conn.execute(SQL_ENQUEUE, [m.topic for m in messages], [m.key for m in messages], [m.value for m in messages])
 
 
 class OutboxRelay:
@@ -87,7 +85,7 @@ class OutboxRelay:
             async with asyncio.timeout(drain_timeout_s):
                 while await self.publish_once():
                     pass
-        except Exception as exc:  # noqa: BLE001 - left rows are published by the next start
+        except Exception as exc:
             log.warning("outbox not drained at stop", extra={"error": repr(exc)[:300]})
 
     async def _run(self) -> None:
@@ -97,7 +95,7 @@ class OutboxRelay:
                 sent = await self.publish_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - broker or database away: keep the rows, retry
+            except Exception as exc:
                 self._health.fault("outbox", exc)
                 self._metrics.transient_retries.labels("outbox").inc()
                 log.warning("outbox publish failed, will retry", extra={"error": repr(exc)[:300]})
@@ -135,6 +133,6 @@ class OutboxRelay:
                 self._metrics.outbox_pending.labels(self._metrics.service).set(pending)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001, S110 - a gauge can wait for the next round
+            except Exception:  # noqa: S110 - a gauge can wait for the next round
                 pass
             await asyncio.sleep(5)

@@ -115,8 +115,9 @@ def create_service_app(
             logger=logging.getLogger(f"faststream.{name}"),
             graceful_timeout=15.0,
         )
-        relay = OutboxRelay(pool, producer, metrics, health, batch_size=cfg.outbox_batch_size,
-                            send_timeout_s=cfg.kafka_send_timeout_s)
+        relay = OutboxRelay(
+            pool, producer, metrics, health, batch_size=cfg.outbox_batch_size, send_timeout_s=cfg.kafka_send_timeout_s
+        )
         ctx = ServiceContext(name, cfg, topics, metrics, health, clock, pool, producer, broker, relay, load_keys(cfg))
         app.state.ctx = ctx
         await setup(ctx)
@@ -139,7 +140,11 @@ def create_service_app(
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, dict) else {"error": _error_code(exc.status_code), "reason": exc.detail}
+        detail = (
+            exc.detail
+            if isinstance(exc.detail, dict)
+            else {"error": _error_code(exc.status_code), "reason": exc.detail}
+        )
         return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
 
     @app.get("/healthz", include_in_schema=False)
@@ -152,7 +157,7 @@ def create_service_app(
         db_ok = await ping(ctx.pool)
         try:
             broker_ok = await ctx.broker.ping(timeout=2.0)
-        except Exception:  # noqa: BLE001 - not reachable is the answer
+        except Exception:
             broker_ok = False
         body = {"database": db_ok, "broker": broker_ok, "degraded": ctx.health.degraded}
         ok = db_ok and broker_ok and not ctx.health.degraded
@@ -175,8 +180,16 @@ def create_service_app(
 
 
 def _error_code(status: int) -> str:
-    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
-            413: "too_large", 422: "invalid", 503: "unavailable"}.get(status, "error")
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        409: "conflict",
+        413: "too_large",
+        422: "invalid",
+        503: "unavailable",
+    }.get(status, "error")
 
 
 def context(request: Request) -> ServiceContext:
@@ -197,7 +210,3 @@ async def principal(request: Request) -> Principal:
 
 
 CallerDep = Depends(principal)
-
-
-async def run_forever_task(coro: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
-    return asyncio.create_task(coro(), name=name)

@@ -67,7 +67,9 @@ class Intake:
         for record in records:
             channel = ctx.topics.channel_of(record.topic)
             if channel is None:
-                letters.append(dead_letter_of(record, Rejection("unknown_topic", f"intake does not read {record.topic}"), now))
+                letters.append(
+                    dead_letter_of(record, Rejection("unknown_topic", f"intake does not read {record.topic}"), now)
+                )
                 continue
             result = normalize(channel, record.value, now)
             if isinstance(result, Rejection):
@@ -76,7 +78,12 @@ class Intake:
                 complaints.append(result)
         async with ctx.pool.acquire() as conn, conn.transaction():
             saved = await store.save(
-                conn, complaints, letters, now=now, via="kafka", received_topic=ctx.topics.received,
+                conn,
+                complaints,
+                letters,
+                now=now,
+                via="kafka",
+                received_topic=ctx.topics.received,
                 dlq_topic=ctx.topics.dlq,
             )
         self._count(saved)
@@ -94,17 +101,28 @@ class Intake:
             m.dead_letters.labels(d.source_topic).inc()
             log.warning(
                 "dead letter",
-                extra={"source_topic": d.source_topic, "offset": d.source_offset, "error_type": d.error_type,
-                       "reason": d.reason},
+                extra={
+                    "source_topic": d.source_topic,
+                    "offset": d.source_offset,
+                    "error_type": d.error_type,
+                    "reason": d.reason,
+                },
             )
 
     async def give_up(self, record: RawRecord, exc: BaseException, attempts: int) -> None:
         """A record that failed for good for a reason other than its data (a bug): dead-lettered, counted."""
         now = self.ctx.clock()
-        letter = dead_letter_of(record, Rejection("processing_failed", f"{type(exc).__name__}: {exc}"[:500]), now, attempts)
+        letter = dead_letter_of(
+            record, Rejection("processing_failed", f"{type(exc).__name__}: {exc}"[:500]), now, attempts
+        )
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             saved = await store.save(
-                conn, [], [letter], now=now, via="kafka", received_topic=self.ctx.topics.received,
+                conn,
+                [],
+                [letter],
+                now=now,
+                via="kafka",
+                received_topic=self.ctx.topics.received,
                 dlq_topic=self.ctx.topics.dlq,
             )
         self._count(saved)
@@ -114,7 +132,11 @@ class Intake:
         started = time.perf_counter()
         records = [RawRecord.of(r) for r in msg.raw_message]
         await process_with_retries(
-            records, self.ingest, self.give_up, where="consumer", health=self.ctx.health,
+            records,
+            self.ingest,
+            self.give_up,
+            where="consumer",
+            health=self.ctx.health,
             on_retry=self.ctx.metrics.transient_retries.labels("consumer").inc,
         )
         await msg.ack()
@@ -147,10 +169,18 @@ async def setup(ctx: ServiceContext) -> None:
             await intake.on_batch(msg)
 
         subscriber(handler)
-    ctx.broker.publisher(ctx.topics.received, schema=ComplaintReceived, title="complaints.received",
-                         description="Canonical complaints (contract 3.1), keyed by complaint_id.")
-    ctx.broker.publisher(ctx.topics.dlq, schema=DeadLetter, title="complaints.dlq",
-                         description="Raw messages that could not become complaints, with reason and bytes.")
+    ctx.broker.publisher(
+        ctx.topics.received,
+        schema=ComplaintReceived,
+        title="complaints.received",
+        description="Canonical complaints (contract 3.1), keyed by complaint_id.",
+    )
+    ctx.broker.publisher(
+        ctx.topics.dlq,
+        schema=DeadLetter,
+        title="complaints.dlq",
+        description="Raw messages that could not become complaints, with reason and bytes.",
+    )
 
 
 router = APIRouter(tags=["intake"])
@@ -191,7 +221,8 @@ async def post_intake(channel: str, request: Request, caller: Principal = Caller
     except Exception as exc:
         if is_transient(exc):
             raise HTTPException(
-                503, {"error": "unavailable", "reason": "the database is not reachable; retry later"},
+                503,
+                {"error": "unavailable", "reason": "the database is not reachable; retry later"},
                 headers={"Retry-After": "5"},
             ) from exc
         raise
@@ -206,6 +237,9 @@ async def post_intake(channel: str, request: Request, caller: Principal = Caller
 
 def create_app(settings: Settings | None = None) -> Any:
     return create_service_app(
-        SERVICE, routers=[router], setup=setup, settings=settings,
-        description="Normalizes raw messages of the hotline, the complaint line and supervisors into complaint.received.",
+        SERVICE,
+        routers=[router],
+        setup=setup,
+        settings=settings,
+        description="Normalizes raw hotline, complaint-line and supervisor messages into complaint.received.",
     )

@@ -33,6 +33,7 @@ from shared.domain import (
     region_code_of,
 )
 from shared.events import ComplaintReceived, Contact, Enterprise
+from shared.observability import mask_phones_in_text
 
 MAX_BODY_BYTES = 64 * 1024
 LOCAL_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")  # the city's time: +08:00, no daylight saving
@@ -139,8 +140,9 @@ def normalize(channel: Channel, raw: bytes, now: datetime) -> ComplaintReceived 
     try:
         return parse(body, now)
     except _Invalid as exc:
-        return Rejection(exc.error_type, exc.reason, _peek_source_id(channel, body))
-    except Exception as exc:  # noqa: BLE001 - a bug must not crash-loop the consumer; it becomes a dead letter
+        # A reason may quote part of a field; a phone number in it is masked like everywhere people read.
+        return Rejection(exc.error_type, mask_phones_in_text(exc.reason), _peek_source_id(channel, body))
+    except Exception as exc:
         return Rejection("normalize_failed", f"unexpected error while normalizing: {type(exc).__name__}: {exc}")
 
 
@@ -215,7 +217,9 @@ def _object(obj: Mapping[str, Any], key: str, *, path: str = "") -> Mapping[str,
 
 def _in_range(moment: datetime, field_name: str) -> datetime:
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
-        raise _Invalid("invalid_field", f"field {field_name} is out of range ({moment.year} is not {MIN_YEAR}-{MAX_YEAR})")
+        raise _Invalid(
+            "invalid_field", f"field {field_name} is out of range ({moment.year} is not {MIN_YEAR}-{MAX_YEAR})"
+        )
     return moment.astimezone(UTC)
 
 
@@ -395,7 +399,9 @@ def normalize_complaint_line_ticket(body: Mapping[str, Any], now: datetime) -> C
     if created is None:
         raise _Invalid("missing_field", "required field createdAt is missing")
     if isinstance(created, bool) or not isinstance(created, int):
-        raise _Invalid("invalid_field", f"field createdAt must be epoch milliseconds (an integer), got {_json_type(created)}")
+        raise _Invalid(
+            "invalid_field", f"field createdAt must be epoch milliseconds (an integer), got {_json_type(created)}"
+        )
     try:
         moment = datetime.fromtimestamp(created / 1000, UTC)
     except (OverflowError, OSError, ValueError):
@@ -420,7 +426,9 @@ def normalize_complaint_line_ticket(body: Mapping[str, Any], now: datetime) -> C
     enterprise = contact = None
     if reporter is not None:
         enterprise = _enterprise(
-            _text(reporter, "company", flags, path="reporter."), _text(reporter, "creditCode", flags, path="reporter."), flags
+            _text(reporter, "company", flags, path="reporter."),
+            _text(reporter, "creditCode", flags, path="reporter."),
+            flags,
         )
         contact = _contact(
             _text(reporter, "name", flags, path="reporter."), _text(reporter, "mobile", flags, path="reporter."), flags

@@ -129,7 +129,8 @@ def _version(value: Any) -> Any:
     if isinstance(value, bool | float):
         # A bare 2026.10 is the float 2026.1: refuse it rather than silently rename a version.
         raise ValueError(  # noqa: TRY004 - pydantic reports ValueError (not TypeError) as a validation error
-            f"write the version as a quoted string ('{value}'), a bare number may lose digits"
+            f"write the version as a quoted string: the bare number {value!r} may have lost digits "
+            "(2026.10 reads as 2026.1)"
         )
     if isinstance(value, int):
         return str(value)
@@ -139,9 +140,7 @@ def _version(value: Any) -> Any:
 def _rule_id(value: str) -> str:
     parts = value.split("-")
     if not value or len(value) > 64 or not all(part and part.isascii() and part.isalnum() for part in parts):
-        raise ValueError(
-            f"rule id {value!r} must be lower-case words joined by hyphens, e.g. territorial-county"
-        )
+        raise ValueError(f"rule id {value!r} must be lower-case words joined by hyphens, e.g. territorial-county")
     if value != value.lower():
         raise ValueError(f"rule id {value!r} must be lower case")
     return value
@@ -154,9 +153,7 @@ def _department_list() -> str:
 def _lead_ref(value: str) -> str:
     if value == GOV_TEMPLATE or is_department(value):
         return value
-    raise ValueError(
-        f"unknown department {value!r}: use one of {_department_list()} or the template {GOV_TEMPLATE}"
-    )
+    raise ValueError(f"unknown department {value!r}: use one of {_department_list()} or the template {GOV_TEMPLATE}")
 
 
 def _assisting_ref(value: str) -> str:
@@ -429,6 +426,8 @@ def _error_message(error: Any) -> str:
     if kind in ("enum", "literal_error"):
         what = "category" if "categories" in loc else str(loc[-1])
         return f"unknown {what} {error['input']!r}: expected {error['ctx']['expected']}"
+    if kind == "too_short" and loc == ("rules",):
+        return "a rule set needs at least its fallback rule"
     if kind == "timezone_aware":
         return "needs a UTC offset, e.g. 2026-01-01T00:00:00+08:00"
     if kind == "model_type" and not loc:
@@ -458,7 +457,8 @@ def load_rules(text: str, source: str = "<rules>") -> RuleSet:
             raise RulesError(source, duplicates)
         data = loader.construct_document(root)
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
+        parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
+        problem = "; ".join(part for part in parts if part) or str(exc)
         broken = RuleProblem(_yaml_line(exc, text), "", f"invalid YAML: {problem}")
         raise RulesError(source, [broken]) from None
     finally:
@@ -494,8 +494,7 @@ def select_rules(sets: Iterable[RuleSet], at: datetime) -> RuleSet:
     versions = sorted({rule_set.version for rule_set in current})
     if len(versions) > 1:
         raise NoRulesInForceError(
-            f"rule sets {', '.join(versions)} all take effect at {latest.isoformat()}: "
-            "give them different times"
+            f"rule sets {', '.join(versions)} all take effect at {latest.isoformat()}: give them different times"
         )
     return current[0]
 

@@ -30,9 +30,7 @@ class Window(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    unit: WindowUnit = Field(
-        description="`hours`: working hours from the start; `days`: working days after its date."
-    )
+    unit: WindowUnit = Field(description="`hours`: working hours from the start; `days`: working days after its date.")
     amount: int = Field(gt=0, description="How many working hours or working days.")
 
     @classmethod
@@ -59,9 +57,7 @@ class SlaPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    accept: Window = Field(
-        default=Window.working_hours(2), description="签收: from each assignment to its acceptance."
-    )
+    accept: Window = Field(default=Window.working_hours(2), description="签收: from each assignment to its acceptance.")
     first_contact: Window = Field(
         default=Window.working_days(1), description="首次联系: from each assignment to the first contact."
     )
@@ -118,9 +114,7 @@ def _paused_spans(start: datetime, pauses: Iterable[Pause]) -> list[tuple[dateti
             return None
         resumed = as_utc(resumed_at)
         if resumed < paused:
-            raise ValueError(
-                f"a pause resumed at {resumed.isoformat()}, before it began at {paused.isoformat()}"
-            )
+            raise ValueError(f"a pause resumed at {resumed.isoformat()}, before it began at {paused.isoformat()}")
         paused = max(paused, start)
         if resumed > paused:
             spans.append((paused, resumed))

@@ -44,7 +44,9 @@ def ensure_jars(quiet: bool = True) -> Path:
     if marker.exists():
         return target
     if shutil.which("java") is None:
-        raise InfraError("Java 17+ is needed to run the local Kafka: install it (e.g. `apt-get install openjdk-17-jre-headless`).")
+        raise InfraError(
+            "Java 17+ is needed to run the local Kafka: install it (e.g. `apt-get install openjdk-17-jre-headless`)."
+        )
     mvn = shutil.which("mvn")
     if mvn is None:
         raise InfraError(
@@ -52,7 +54,15 @@ def ensure_jars(quiet: bool = True) -> Path:
             "or set KAFKA_BOOTSTRAP_SERVERS to a running Kafka."
         )
     tmp = Path(tempfile.mkdtemp(prefix="kafka-jars-", dir=target.parent if target.parent.exists() else None))
-    cmd = [mvn, "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+    cmd = [
+        mvn,
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
+    ]
     if quiet:
         cmd.insert(1, "-q")
     print(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {target} …", file=sys.stderr)
@@ -118,7 +128,9 @@ class LocalKafka:
         jars = ensure_jars()
         java = shutil.which("java")
         if java is None:
-            raise InfraError("Java 17+ is needed to run the local Kafka: install it (`apt-get install openjdk-17-jre-headless`).")
+            raise InfraError(
+                "Java 17+ is needed to run the local Kafka: install it (`apt-get install openjdk-17-jre-headless`)."
+            )
         self.port = free_port(self.port)
         self.controller_port = free_port()
         if self.data_dir is None:
@@ -128,20 +140,31 @@ class LocalKafka:
         log_dir = self.data_dir / "logs"
         fresh = not (log_dir / "meta.properties").exists()
         config = self._write_config(log_dir)
-        base = [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", f"-Dlog4j2.configurationFile={LOG4J2}",
-                f"-Dkafka.logs.dir={self.data_dir}", "-cp", self._classpath(jars)]
+        base = [
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            f"-Dlog4j2.configurationFile={LOG4J2}",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp",
+            self._classpath(jars),
+        ]
         if fresh:
             cluster_id = uuid.uuid4().hex[:22]
             fmt = subprocess.run(
                 [*base, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if fmt.returncode != 0:
                 raise InfraError(f"formatting Kafka's log directory failed:\n{fmt.stdout}\n{fmt.stderr}")
         out = (self.data_dir / "server.out").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - our own java command line
+        self.process = subprocess.Popen(
             [*base, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "kafka.Kafka", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -62,9 +62,9 @@ class LocalPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
-    def _run_as(self) -> dict[str, int]:
+    def _run_as(self) -> tuple[int | None, int | None]:
         user = _user()
-        return {"user": user.pw_uid, "group": user.pw_gid} if user else {}
+        return (user.pw_uid, user.pw_gid) if user else (None, None)
 
     def start(self, timeout_s: float = 30.0) -> LocalPostgres:
         bins = _bin_dir()
@@ -79,11 +79,26 @@ class LocalPostgres:
             os.chown(self.data_dir, user.pw_uid, user.pw_gid)
         pgdata = self.data_dir / "data"
         fresh = not (pgdata / "PG_VERSION").exists()
+        uid, gid = self._run_as()
         if fresh:
             init = subprocess.run(
-                [str(bins / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                 "--locale=C.UTF-8", "--no-sync"],
-                capture_output=True, text=True, check=False, **self._run_as(),  # type: ignore[arg-type]
+                [
+                    str(bins / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                user=uid,
+                group=gid,
             )
             if init.returncode != 0:
                 raise InfraError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
@@ -91,11 +106,29 @@ class LocalPostgres:
         log = (self.data_dir / "postgres.log").open("ab")
         if user:
             os.chown(self.data_dir / "postgres.log", user.pw_uid, user.pw_gid)
-        self.process = subprocess.Popen(  # noqa: S603 - our own server command line
-            [str(bins / "postgres"), "-D", str(pgdata), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-             "-c", f"unix_socket_directories={self.data_dir}", "-c", "max_connections=200",
-             "-c", "shared_buffers=256MB", "-c", "fsync=on"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._run_as(),  # type: ignore[arg-type]
+        self.process = subprocess.Popen(
+            [
+                str(bins / "postgres"),
+                "-D",
+                str(pgdata),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.data_dir}",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "fsync=on",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=uid,
+            group=gid,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -112,14 +145,17 @@ class LocalPostgres:
     def _ready(self, bins: Path) -> bool:
         probe = subprocess.run(
             [str(bins / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
         return probe.returncode == 0
 
     def _psql(self, bins: Path, db: str, sql: str) -> None:
         res = subprocess.run(
             [str(bins / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", db, "-c", sql],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if res.returncode != 0:
             raise InfraError(f"psql failed: {res.stderr}")

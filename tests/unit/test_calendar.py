@@ -113,9 +113,7 @@ def test_published_schedule(calendar: WorkingCalendar, day: date, worked: bool) 
 
 
 def test_override_adds_a_year() -> None:
-    calendar = WorkingCalendar.from_sources(
-        load_overrides('holidays: ["2027-01-01"]\nworkdays: ["2027-02-20"]')
-    )
+    calendar = WorkingCalendar.from_sources(load_overrides('holidays: ["2027-01-01"]\nworkdays: ["2027-02-20"]'))
     assert 2027 in calendar.known_years
     assert not calendar.is_working_day(date(2027, 1, 1))  # a Friday made a holiday
     assert calendar.is_working_day(date(2027, 2, 20))  # a Saturday made a workday
@@ -124,9 +122,7 @@ def test_override_adds_a_year() -> None:
 
 
 def test_override_wins_over_the_package() -> None:
-    overrides = CalendarOverrides(
-        holidays=frozenset({date(2026, 10, 10)}), workdays=frozenset({date(2026, 10, 7)})
-    )
+    overrides = CalendarOverrides(holidays=frozenset({date(2026, 10, 10)}), workdays=frozenset({date(2026, 10, 7)}))
     calendar = WorkingCalendar.from_sources(overrides)
     assert not calendar.is_working_day(date(2026, 10, 10))
     assert calendar.is_working_day(date(2026, 10, 7))
@@ -161,9 +157,7 @@ def test_unknown_year_follows_the_week_and_is_reported_once() -> None:
 
 def test_known_and_overridden_years_are_not_reported() -> None:
     told: list[int] = []
-    calendar = WorkingCalendar.from_sources(
-        load_overrides('holidays: ["2027-01-01"]'), on_unknown_year=told.append
-    )
+    calendar = WorkingCalendar.from_sources(load_overrides('holidays: ["2027-01-01"]'), on_unknown_year=told.append)
     calendar.is_working_day(date(2026, 6, 1))
     calendar.is_working_day(date(2027, 6, 1))
     calendar.working_days_after(at(2027, 12, 1, 10), 10)
@@ -237,10 +231,12 @@ def test_results_are_utc(calendar: WorkingCalendar) -> None:
 
 def test_local_date_decides_the_day(calendar: WorkingCalendar) -> None:
     # 2026-09-29 16:00 UTC is already 09-30 00:00 in Shanghai: 09-30 is the start's own day, not counted.
-    assert calendar.working_days_after(datetime(2026, 9, 29, 16, tzinfo=UTC), 1) == at(2026, 10, 8, 17, 30)
-    assert calendar.working_days_after(datetime(2026, 9, 29, 15, 59, tzinfo=UTC), 1) == at(
-        2026, 9, 30, 17, 30
+    midnight_local, a_minute_before = (
+        datetime(2026, 9, 29, 16, tzinfo=UTC),
+        datetime(2026, 9, 29, 15, 59, tzinfo=UTC),
     )
+    assert calendar.working_days_after(midnight_local, 1) == at(2026, 10, 8, 17, 30)
+    assert calendar.working_days_after(a_minute_before, 1) == at(2026, 9, 30, 17, 30)
 
 
 # --- working time --------------------------------------------------------------------------------------
@@ -259,9 +255,7 @@ def test_local_date_decides_the_day(calendar: WorkingCalendar) -> None:
         (at(2026, 9, 30, 17), 60, at(2026, 10, 8, 9)),
     ],
 )
-def test_add_working_minutes(
-    calendar: WorkingCalendar, start: datetime, minutes: int, expected: datetime
-) -> None:
+def test_add_working_minutes(calendar: WorkingCalendar, start: datetime, minutes: int, expected: datetime) -> None:
     assert calendar.add_working_minutes(start, minutes) == expected
 
 
@@ -283,17 +277,13 @@ def test_negative_working_time_refused(calendar: WorkingCalendar) -> None:
         (at(2026, 3, 3, 14), at(2026, 3, 3, 14), 0),
     ],
 )
-def test_working_seconds_between(
-    calendar: WorkingCalendar, earlier: datetime, later: datetime, seconds: int
-) -> None:
+def test_working_seconds_between(calendar: WorkingCalendar, earlier: datetime, later: datetime, seconds: int) -> None:
     assert calendar.working_seconds_between(earlier, later) == seconds
 
 
 def test_working_time_between_keeps_fractions(calendar: WorkingCalendar) -> None:
     earlier = at(2026, 3, 3, 9) + timedelta(microseconds=250)
-    assert calendar.working_time_between(earlier, at(2026, 3, 3, 10)) == timedelta(
-        minutes=60, microseconds=-250
-    )
+    assert calendar.working_time_between(earlier, at(2026, 3, 3, 10)) == timedelta(minutes=60, microseconds=-250)
     assert calendar.working_seconds_between(earlier, at(2026, 3, 3, 10)) == 3599
 
 

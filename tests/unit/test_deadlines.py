@@ -344,9 +344,7 @@ def test_stage_helpers_match_compute_deadline(calendar: WorkingCalendar) -> None
 PROPERTY = settings(max_examples=200, deadline=None, database=None)
 CALENDAR = WorkingCalendar.from_sources(load_overrides(OVERRIDES_2027))
 
-moments = st.datetimes(
-    min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(LOCAL_TZ)
-)
+moments = st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(LOCAL_TZ))
 stages = st.sampled_from(list(Stage))
 categories = st.sampled_from(list(Category))
 urgencies = st.sampled_from(list(Urgency))
@@ -394,9 +392,7 @@ def test_added_working_time_is_counted_back(start: datetime, seconds: int) -> No
 
 
 @PROPERTY
-@given(
-    start=moments, later=st.integers(0, 30 * 24 * 60), days=st.integers(1, 10), minutes=st.integers(1, 6000)
-)
+@given(start=moments, later=st.integers(0, 30 * 24 * 60), days=st.integers(1, 10), minutes=st.integers(1, 6000))
 def test_later_start_never_earlier_deadline(start: datetime, later: int, days: int, minutes: int) -> None:
     moved = start + timedelta(minutes=later)
     assert CALENDAR.working_days_after(moved, days) >= CALENDAR.working_days_after(start, days)
@@ -472,9 +468,7 @@ def test_warning_lies_between_start_and_due(
 
 @PROPERTY
 @given(start=moments, urgency=urgencies, extension=st.integers(0, 10))
-def test_unpaused_extension_is_working_days_after_the_due(
-    start: datetime, urgency: Urgency, extension: int
-) -> None:
+def test_unpaused_extension_is_working_days_after_the_due(start: datetime, urgency: Urgency, extension: int) -> None:
     plain = resolve_deadline(SlaPolicy(), CALENDAR, start, category=Category.OTHER, urgency=urgency)
     extended = resolve_deadline(
         SlaPolicy(), CALENDAR, start, category=Category.OTHER, urgency=urgency, extension_days=extension

@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test unit integration lint typecheck bench clean kafka-jars
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+kafka-jars: install
+	$(BIN)/python -m shared.infra.kafka_local fetch
+
+## The whole system with realistic simulated traffic (own Kafka and PostgreSQL unless configured).
+run: install kafka-jars
+	$(BIN)/complaints dev --simulate 20
+
+## Lint, type-check, then every test tier; integration tests start real Kafka and PostgreSQL themselves.
+test: install kafka-jars lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit tests/contract
+
+integration: install kafka-jars
+	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+lint: install
+	$(BIN)/ruff check shared services tests
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install kafka-jars
+	$(BIN)/complaints bench intake
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

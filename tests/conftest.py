@@ -1,0 +1,55 @@
+"""Test tiers: tests/unit and tests/contract need nothing; tests/integration and tests/e2e get a real Apache Kafka
+and PostgreSQL, started here once per session (or taken from KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL). If either
+cannot start, the session fails: integration tests are never skipped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.infra.kafka_local import LocalKafka
+from shared.infra.postgres_local import LocalPostgres
+from tests.support.infra import Env, create_database, make_keys, unique
+
+ALL_TEST_SCOPES = [
+    "channel:hotline", "channel:complaint_line", "channel:supervisor", "reports", "admin", "department:spj",
+    "department:triage", "department:yshj", "department:fgw", "department:gov-150523", "department:jrb",
+]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    kafka = LocalKafka().start()  # raises (fails the tests) if Kafka cannot start
+    try:
+        yield kafka.bootstrap
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    pg = LocalPostgres().start()
+    try:
+        yield pg.url
+    finally:
+        pg.stop()
+
+
+@pytest.fixture
+async def env(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Env]:
+    name = unique("t")
+    url = await create_database(postgres_url, name)
+    keys_file = tmp_path / "keys.yaml"
+    keys = make_keys(keys_file, ALL_TEST_SCOPES)
+    yield Env(kafka_bootstrap, url, f"{name}.", keys_file, keys, tmp_path)

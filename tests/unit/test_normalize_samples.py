@@ -1,0 +1,72 @@
+"""Every sample of ../shared/samples normalizes to its listed fields; every bad one is refused, naming its problem."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.intake.normalize import Rejection, normalize
+from shared.domain import Channel
+from shared.events import ComplaintReceived
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def _lines(name: str) -> list[dict[str, Any]]:
+    path = SAMPLES / name
+    assert path.exists(), f"samples missing: {path}"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+GOOD = [(c, s) for c in Channel for s in _lines(f"{c.value}.jsonl")]
+BAD = [(c, s) for c in Channel for s in _lines(f"{c.value}.bad.jsonl")]
+
+
+def test_there_are_samples_of_every_channel() -> None:
+    assert {c for c, _ in GOOD} == set(Channel)
+    assert {c for c, _ in BAD} == set(Channel)
+
+
+@pytest.mark.parametrize(("channel", "sample"), GOOD, ids=[s["expect"]["complaint_id"] for _, s in GOOD])
+def test_sample_normalizes_to_its_expected_fields(channel: Channel, sample: dict[str, Any]) -> None:
+    raw = json.dumps(sample["raw"], ensure_ascii=False).encode("utf-8")
+    event = normalize(channel, raw, NOW)
+    assert isinstance(event, ComplaintReceived), event
+    wire = json.loads(event.to_json_bytes())
+    for field, expected in sample["expect"].items():
+        assert wire[field] == expected, field
+    # Chinese text comes out exactly as it went in.
+    assert sample["raw"].get("sqnr", sample["raw"].get("description", event.content)) == event.content or (
+        channel is Channel.SUPERVISOR
+    )
+    assert wire["occurred_at"].endswith("Z")
+    assert wire["received_at"].endswith("Z")
+    assert wire["schema_version"] == 1
+    assert wire["causation_id"] is None
+
+
+@pytest.mark.parametrize(("channel", "sample"), BAD, ids=[s["why"] for _, s in BAD])
+def test_bad_sample_is_refused_naming_its_problem(channel: Channel, sample: dict[str, Any]) -> None:
+    raw = json.dumps(sample["raw"], ensure_ascii=False).encode("utf-8")
+    result = normalize(channel, raw, NOW)
+    assert isinstance(result, Rejection)
+    assert result.error_type in {"missing_field", "invalid_field"}
+    # "missing sqnr" / "unparseable ldsj" / "createdAt not epoch ms" / "observedAt without offset": the field is named.
+    field = next(word for word in sample["why"].split() if word not in {"missing", "unparseable", "not", "epoch", "ms",
+                                                                        "without", "offset"})
+    assert field in result.reason
+
+
+def test_same_work_order_gives_the_same_event_id_and_complaint_id() -> None:
+    channel, sample = GOOD[0]
+    raw = json.dumps(sample["raw"], ensure_ascii=False).encode()
+    first = normalize(channel, raw, NOW)
+    later = normalize(channel, raw, datetime(2026, 12, 30, tzinfo=UTC))
+    assert isinstance(first, ComplaintReceived)
+    assert isinstance(later, ComplaintReceived)
+    assert (first.complaint_id, first.event_id) == (later.complaint_id, later.event_id)
