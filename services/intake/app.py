@@ -140,7 +140,7 @@ class Intake:
             on_retry=self.ctx.metrics.transient_retries.labels("consumer").inc,
         )
         await msg.ack()
-        self.ctx.metrics.batch_seconds.labels(GROUP).observe(time.perf_counter() - started)
+        self.ctx.metrics.batch_seconds.labels(f"{self.ctx.settings.topic_prefix}{GROUP}").observe(time.perf_counter() - started)
 
 
 async def _raw_decoder(msg: Any, original: Any = None) -> Any:
@@ -154,7 +154,7 @@ async def setup(ctx: ServiceContext) -> None:
     for channel in Channel:
         subscriber = ctx.broker.subscriber(
             ctx.topics.intake(channel),
-            group_id=GROUP,
+            group_id=f"{ctx.settings.topic_prefix}{GROUP}",
             batch=True,
             max_records=ctx.settings.consumer_max_records,
             batch_timeout_ms=50,

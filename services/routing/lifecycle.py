@@ -30,10 +30,11 @@ with 409):
     returned     (waiting for routing)   assign_case → assigned, or triage
     triage       uphold_return / overturn_return / reassign = with `assign_to`; assign_case → assigned
 
-Order of checks, so that a refusal names the most basic problem: a case that no department can act on
-(received, returned, reopened: waiting for routing; resolved: waiting for the callback; closed: terminal)
-→ 409 for anyone; the actor's permission → 403; the state table → 409; missing fields → 422; then the
-conditions of the action (an extension already asked for this round, none pending, no return to decide) → 409.
+Order of checks, so that a refusal names the most basic problem: a fact for another case → 422; a case
+no department can act on (received, returned, reopened: waiting for routing; resolved: waiting for the
+callback; closed: terminal) → 409 for anyone; the actor's permission → 403; the state table → 409;
+missing fields → 422; then the conditions of the action (an extension already asked for this round, none
+pending, no return to decide) → 409.
 
 Choices where the contract is silent:
 - Who may act: the lead (主办) holds the case and takes every handling action; an assisting department
@@ -49,10 +50,10 @@ Choices where the contract is silent:
 - Rounds: a case starts in round 1; each return and each reopening adds one (contract 3.2), so the
   assignment that follows carries the new round. An assignment made by the triage desk stays in the round
   of the return that brought the case there. The extension allowance resets with each round.
-- An extension request while one is pending is refused (once per round); `resolve` makes a pending
-  request moot (it is dropped, and a later decision is refused); a return drops it too. `yshj` may decide
-  while the case is paused. `approve_extension` grants the requested days, or the `working_days` it
-  carries (the bureau may grant fewer or more, 1-10).
+- A second extension request in the same round is refused, whether the first is pending, approved or
+  rejected (once per round). `resolve` makes a pending request moot (it is dropped, and a later decision
+  is refused); a return drops it too. `yshj` may decide while the case is paused. `approve_extension`
+  grants the requested days, or the `working_days` it carries (the bureau may grant fewer or more, 1-10).
 - `uphold_return` (the return stands) needs `lead_department`: a department other than the triage desk and
   than the one that returned it (to send it back, overturn). The case keeps the assisting departments it had,
   minus the new lead. `overturn_return` gives the case back to the returning department with the assignment

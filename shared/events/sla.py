@@ -52,12 +52,22 @@ class CaseState(StrEnum):
 
 
 class LifecycleChanged(Event):
-    """A case moved from one state to another."""
+    """A case moved from one state to another, or (from_state == to_state) a fact the clock needs without a move:
+    an extension requested, approved or rejected."""
 
     event_type: Literal["complaint.lifecycle"] = "complaint.lifecycle"
     schema_version: Literal[1] = 1
-    from_state: CaseState | None
-    to_state: CaseState
-    cause: str = Field(description="The action or event that caused the change, e.g. `accept`.")
-    round: int = Field(default=1, ge=1)
-    department: str | None = None
+    from_state: CaseState | None = Field(description="State before; null for a new case.")
+    to_state: CaseState = Field(description="State after.")
+    cause: str = Field(description="What caused it: an action (`accept`, `return`, …), `assigned`, `callback`.")
+    round: int = Field(default=1, ge=1, description="Assignment round of the case after the change.")
+    department: str | None = Field(default=None, description="Department that acted, or the lead after assignment.")
+    lead_department: str | None = Field(default=None, description="Department holding the case after the change.")
+    at: UtcDatetime | None = Field(
+        default=None, description="When the cause happened (the action's `at`, never later than occurred_at)."
+    )
+    action_id: str | None = Field(default=None, description="The department action that caused it, if any.")
+    extension_days: int | None = Field(
+        default=None, description="Working days of an extension requested or approved (cause *_extension)."
+    )
+    reason_code: str | None = Field(default=None, description="With `return`: the return's reason code.")

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
 
 from shared.auth import new_key
 from shared.infra.ports import free_port
@@ -184,14 +184,39 @@ async def collect(
     return records
 
 
-async def delete_group(bootstrap: str, group: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+async def rewind_group(bootstrap: str, group: str, topics: list[str]) -> None:
+    """Commit offset 0 for every partition of `topics` in `group`: its next start replays everything."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
     try:
-        await admin.delete_consumer_groups([group])
+        partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or set())]
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata of topics not subscribed
+            partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or set())]
+        consumer.assign(partitions)
+        await consumer.commit({tp: 0 for tp in partitions})
     finally:
-        await admin.close()
+        await consumer.stop()
 
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of a metric's samples over all its labels, from Prometheus text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def wait_for_metric(url: str, name: str, value: float, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        while time.monotonic() < deadline:
+            if metric_sum((await http.get("/metrics")).text, name) >= value:
+                return True
+            await asyncio.sleep(0.3)
+    return False
