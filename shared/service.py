@@ -7,7 +7,6 @@ Nothing here runs at import time; `create_service_app` returns an app whose life
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from shared.dev import dev_scopes
 from shared.infra.kafka_local import LocalKafka
 from shared.infra.postgres_local import LocalPostgres
 from tests.support.infra import Env, create_database, make_keys, unique
 
-ALL_TEST_SCOPES = [
-    "channel:hotline", "channel:complaint_line", "channel:supervisor", "reports", "admin", "department:spj",
-    "department:triage", "department:yshj", "department:fgw", "department:gov-150523", "department:jrb",
-]
+ALL_TEST_SCOPES = dev_scopes()  # a key for every channel, every department, reports and admin
 
 
 @pytest.fixture(scope="session")
@@ -52,4 +50,4 @@ async def env(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> AsyncI
     url = await create_database(postgres_url, name)
     keys_file = tmp_path / "keys.yaml"
     keys = make_keys(keys_file, ALL_TEST_SCOPES)
-    yield Env(kafka_bootstrap, url, f"{name}.", keys_file, keys, tmp_path)
+    return Env(kafka_bootstrap, url, f"{name}.", keys_file, keys, tmp_path)

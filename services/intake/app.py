@@ -140,7 +140,9 @@ class Intake:
             on_retry=self.ctx.metrics.transient_retries.labels("consumer").inc,
         )
         await msg.ack()
-        self.ctx.metrics.batch_seconds.labels(f"{self.ctx.settings.topic_prefix}{GROUP}").observe(time.perf_counter() - started)
+        self.ctx.metrics.batch_seconds.labels(f"{self.ctx.settings.topic_prefix}{GROUP}").observe(
+            time.perf_counter() - started
+        )
 
 
 async def _raw_decoder(msg: Any, original: Any = None) -> Any:

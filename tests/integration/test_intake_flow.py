@@ -45,9 +45,11 @@ async def send_kafka(env: Env, messages: list[RawMessage]) -> None:
 async def test_http_auth_and_errors(env: Env) -> None:
     intake = ServiceProcess("intake", env.environ(), env.tmp / "intake.log").start()
     try:
-        body = json.dumps({"gdbh": "TL-AUTH-1", "ldsj": "2026-11-26 09:00:00", "sqlx": "投诉", "sqnr": "办事难"},
-                          ensure_ascii=False).encode()
+        body = json.dumps(
+            {"gdbh": "TL-AUTH-1", "ldsj": "2026-11-26 09:00:00", "sqlx": "投诉", "sqnr": "办事难"}, ensure_ascii=False
+        ).encode()
         async with httpx.AsyncClient(base_url=intake.url, timeout=15) as http:
+
             def auth(scope: str) -> dict[str, str]:
                 return {"Authorization": f"Bearer {env.keys[scope]}"}
 
@@ -56,7 +58,9 @@ async def test_http_auth_and_errors(env: Env) -> None:
             assert bad_key.status_code == 401
             other = await http.post("/v1/intake/hotline", content=body, headers=auth("channel:supervisor"))
             assert other.status_code == 403
-            assert (await http.post("/v1/intake/hotline", content=body, headers=auth("department:spj"))).status_code == 403
+            assert (
+                await http.post("/v1/intake/hotline", content=body, headers=auth("department:spj"))
+            ).status_code == 403
             assert (await http.post("/v1/intake/fax", content=body, headers=auth("admin"))).status_code == 404
             first = await http.post("/v1/intake/hotline", content=body, headers=auth("channel:hotline"))
             assert first.status_code == 202
@@ -66,7 +70,9 @@ async def test_http_auth_and_errors(env: Env) -> None:
             not_json = await http.post("/v1/intake/hotline", content=b"{oops", headers=auth("channel:hotline"))
             assert not_json.status_code == 400
             assert not_json.json()["error"] == "invalid_json"
-            missing = await http.post("/v1/intake/hotline", content=b'{"gdbh": "TL-X"}', headers=auth("channel:hotline"))
+            missing = await http.post(
+                "/v1/intake/hotline", content=b'{"gdbh": "TL-X"}', headers=auth("channel:hotline")
+            )
             assert missing.status_code == 422
             assert "ldsj" in missing.json()["reason"]
             huge = await http.post("/v1/intake/hotline", content=b"x" * (70 * 1024), headers=auth("channel:hotline"))
@@ -102,8 +108,11 @@ async def test_mixed_traffic_over_kafka_and_http_gives_exactly_the_right_events(
         statuses: Counter[int] = Counter()
         async with httpx.AsyncClient(base_url=intake.url, timeout=15) as http:
             for m in over_http:
-                resp = await http.post(f"/v1/intake/{m.channel.value}", content=m.body,
-                                       headers={"Authorization": f"Bearer {env.keys['channel:' + m.channel.value]}"})
+                resp = await http.post(
+                    f"/v1/intake/{m.channel.value}",
+                    content=m.body,
+                    headers={"Authorization": f"Bearer {env.keys['channel:' + m.channel.value]}"},
+                )
                 statuses[resp.status_code] += 1
                 if m.bad_reason is not None:
                     assert resp.status_code in (400, 422), (m.bad_reason, resp.text)
@@ -142,8 +151,10 @@ async def test_replaying_the_raw_topics_from_offset_zero_changes_nothing(env: En
         await send_kafka(env, messages)
 
         def done(records: list) -> bool:
-            return (len(by_topic(records, env.topics.received)) >= len(want)
-                    and len(by_topic(records, env.topics.dlq)) >= bad)
+            return (
+                len(by_topic(records, env.topics.received)) >= len(want)
+                and len(by_topic(records, env.topics.dlq)) >= bad
+            )
 
         await collect(env.bootstrap, [env.topics.received, env.topics.dlq], done, timeout_s=60)
         intake.stop()

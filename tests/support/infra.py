@@ -104,7 +104,7 @@ class ServiceProcess:
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
         self.port = self.port or free_port()
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "run", self.name, "--port", str(self.port)],
             env={**self.env, "HTTP_PORT": str(self.port)},
             stdout=log,
@@ -144,8 +144,9 @@ class ServiceProcess:
 
 
 async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                                max_batch_size=1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=1024 * 1024
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for key, value in items]
@@ -163,8 +164,12 @@ async def collect(
 ) -> list[Any]:
     """Read the topics from the beginning until `until(records)` holds (then `settle_s` more, to catch extras)."""
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-        group_id=None, metadata_max_age_ms=1000,
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        metadata_max_age_ms=1000,
     )
     await consumer.start()
     records: list[Any] = []
@@ -191,10 +196,10 @@ async def rewind_group(bootstrap: str, group: str, topics: list[str]) -> None:
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or set())]
         if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata of topics not subscribed
+            await consumer._client.force_metadata_update()
             partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or set())]
         consumer.assign(partitions)
-        await consumer.commit({tp: 0 for tp in partitions})
+        await consumer.commit(dict.fromkeys(partitions, 0))
     finally:
         await consumer.stop()
 
@@ -207,7 +212,7 @@ def metric_sum(text: str, name: str) -> float:
     """The sum of a metric's samples over all its labels, from Prometheus text."""
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             total += float(line.rsplit(" ", 1)[1])
     return total
 

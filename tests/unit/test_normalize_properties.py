@@ -20,7 +20,9 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
-maybe_text = st.none() | st.text(max_size=40) | st.integers() | st.sampled_from(["", "  ", "开鲁县", "紧急", "是", "投诉"])
+maybe_text = (
+    st.none() | st.text(max_size=40) | st.integers() | st.sampled_from(["", "  ", "开鲁县", "紧急", "是", "投诉"])
+)
 
 
 def check(channel: Channel, raw: bytes) -> None:
@@ -47,11 +49,23 @@ def test_arbitrary_json(channel: Channel, value: Any) -> None:
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.fixed_dictionaries(
-        {"gdbh": maybe_text, "ldsj": st.none() | st.text(max_size=25) | st.sampled_from(["2026-11-26 09:00:00"]),
-         "sqlx": maybe_text, "sqnr": maybe_text},
-        optional={"ldhm": maybe_text, "lxr": maybe_text, "qymc": maybe_text, "tyshxydm": maybe_text,
-                  "sqfl": maybe_text, "sqbt": maybe_text, "ssqy": maybe_text, "jjcd": maybe_text,
-                  "nm": maybe_text | st.booleans()},
+        {
+            "gdbh": maybe_text,
+            "ldsj": st.none() | st.text(max_size=25) | st.sampled_from(["2026-11-26 09:00:00"]),
+            "sqlx": maybe_text,
+            "sqnr": maybe_text,
+        },
+        optional={
+            "ldhm": maybe_text,
+            "lxr": maybe_text,
+            "qymc": maybe_text,
+            "tyshxydm": maybe_text,
+            "sqfl": maybe_text,
+            "sqbt": maybe_text,
+            "ssqy": maybe_text,
+            "jjcd": maybe_text,
+            "nm": maybe_text | st.booleans(),
+        },
     )
 )
 def test_hotline_shaped_json(body: dict[str, Any]) -> None:
@@ -60,10 +74,19 @@ def test_hotline_shaped_json(body: dict[str, Any]) -> None:
 
 @given(
     st.fixed_dictionaries(
-        {"ticketId": maybe_text, "createdAt": st.none() | st.integers() | st.text(max_size=5), "description": maybe_text},
-        optional={"reporter": st.none() | st.dictionaries(st.sampled_from(["name", "mobile", "company", "creditCode"]),
-                                                          maybe_text), "tags": json_values, "priority": json_values,
-                  "district": maybe_text, "subject": maybe_text},
+        {
+            "ticketId": maybe_text,
+            "createdAt": st.none() | st.integers() | st.text(max_size=5),
+            "description": maybe_text,
+        },
+        optional={
+            "reporter": st.none()
+            | st.dictionaries(st.sampled_from(["name", "mobile", "company", "creditCode"]), maybe_text),
+            "tags": json_values,
+            "priority": json_values,
+            "district": maybe_text,
+            "subject": maybe_text,
+        },
     )
 )
 def test_complaint_line_shaped_json(body: dict[str, Any]) -> None:
@@ -72,11 +95,22 @@ def test_complaint_line_shaped_json(body: dict[str, Any]) -> None:
 
 @given(
     st.fixed_dictionaries(
-        {"report": st.none() | json_values | st.fixed_dictionaries(
-            {"id": maybe_text, "observedAt": st.sampled_from(["2026-11-26T10:00:00+08:00", "x", ""]) | maybe_text})},
-        optional={"issue": json_values | st.fixed_dictionaries({"summary": maybe_text}, optional={
-            "detail": maybe_text, "categoryCode": maybe_text, "enterprise": json_values}),
-            "location": json_values, "reporter": json_values},
+        {
+            "report": st.none()
+            | json_values
+            | st.fixed_dictionaries(
+                {"id": maybe_text, "observedAt": st.sampled_from(["2026-11-26T10:00:00+08:00", "x", ""]) | maybe_text}
+            )
+        },
+        optional={
+            "issue": json_values
+            | st.fixed_dictionaries(
+                {"summary": maybe_text},
+                optional={"detail": maybe_text, "categoryCode": maybe_text, "enterprise": json_values},
+            ),
+            "location": json_values,
+            "reporter": json_values,
+        },
     )
 )
 def test_supervisor_shaped_json(body: dict[str, Any]) -> None:

@@ -57,8 +57,11 @@ def test_bad_sample_is_refused_naming_its_problem(channel: Channel, sample: dict
     assert isinstance(result, Rejection)
     assert result.error_type in {"missing_field", "invalid_field"}
     # "missing sqnr" / "unparseable ldsj" / "createdAt not epoch ms" / "observedAt without offset": the field is named.
-    field = next(word for word in sample["why"].split() if word not in {"missing", "unparseable", "not", "epoch", "ms",
-                                                                        "without", "offset"})
+    field = next(
+        word
+        for word in sample["why"].split()
+        if word not in {"missing", "unparseable", "not", "epoch", "ms", "without", "offset"}
+    )
     assert field in result.reason
 
 
