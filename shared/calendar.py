@@ -20,6 +20,9 @@ from shared.domain import LOCAL_TZ_NAME
 # for every date the project can see, and needs no tz database on the host.
 LOCAL_TZ: Final = timezone(timedelta(hours=8), LOCAL_TZ_NAME)
 
+END_OF_DAY: Final = time.max
+"""How `24:00` is held: the end of the day, i.e. the next midnight (a period `00:00-24:00` is the whole day)."""
+
 # A calendar that never opens would make every search below loop for ever; no real schedule rests this
 # long (the longest Chinese holiday is 9 days), so hitting it means the data is wrong.
 _MAX_RESTING_DAYS: Final = 366
@@ -31,6 +34,18 @@ def _count_resting_day(day: date, resting: int) -> int:
     if resting + 1 > _MAX_RESTING_DAYS:
         raise ValueError(f"no working day in the {_MAX_RESTING_DAYS} days up to {day}: check the data")
     return resting + 1
+
+
+def _wall_clock(day: date, wall: time) -> datetime:
+    """The local instant of a wall-clock time on a day; END_OF_DAY is the next midnight, exactly."""
+    if wall == END_OF_DAY:
+        return datetime.combine(day + timedelta(days=1), time(0), LOCAL_TZ)
+    return datetime.combine(day, wall, LOCAL_TZ)
+
+
+def _parse_wall(text: str) -> time:
+    # time.fromisoformat refuses 24:00, the usual way to write "until midnight".
+    return END_OF_DAY if text in {"24:00", "24:00:00"} else time.fromisoformat(text)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -47,7 +62,11 @@ def as_local(moment: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class WorkingHours:
-    """The periods of a working day, in local wall-clock time; by default 08:30-12:00 and 13:30-17:30."""
+    """The periods of a working day, in local wall-clock time; by default 08:30-12:00 and 13:30-17:30.
+
+    A period may end at `24:00` (held as END_OF_DAY), so `00:00-24:00` makes the clock run all day: with an
+    overrides file that makes every date of interest a workday, that is a clock that always runs (tests, drills).
+    """
 
     periods: tuple[tuple[time, time], ...] = ((time(8, 30), time(12, 0)), (time(13, 30), time(17, 30)))
 
@@ -66,14 +85,16 @@ class WorkingHours:
 
     @classmethod
     def parse(cls, text: str) -> WorkingHours:
-        """Periods written as `08:30-12:00,13:30-17:30` (the form a setting takes)."""
+        """Periods written as `08:30-12:00,13:30-17:30` (the form a setting takes); `24:00` ends the day."""
         periods: list[tuple[time, time]] = []
         for chunk in text.split(","):
             opens, sep, closes = chunk.strip().partition("-")
             try:
                 if not sep:
                     raise ValueError("no '-'")  # noqa: TRY301 - reported below with the chunk
-                periods.append((time.fromisoformat(opens.strip()), time.fromisoformat(closes.strip())))
+                if opens.strip() in {"24:00", "24:00:00"}:
+                    raise ValueError("a period cannot open at 24:00")  # noqa: TRY301 - reported below
+                periods.append((time.fromisoformat(opens.strip()), _parse_wall(closes.strip())))
             except ValueError as exc:
                 raise ValueError(f"working period {chunk.strip()!r} is not HH:MM-HH:MM") from exc
         return cls(tuple(periods))
@@ -245,7 +266,7 @@ class WorkingCalendar:
         if not self.is_working_day(local.date()):
             return False
         wall = local.time()
-        return any(opens <= wall < closes for opens, closes in self.hours.periods)
+        return any(opens <= wall and (wall < closes or closes == END_OF_DAY) for opens, closes in self.hours.periods)
 
     def _periods(self, start: datetime, last_day: date | None = None) -> Iterator[tuple[datetime, datetime]]:
         """Working periods from `start` on (the first one clipped to it), local; up to `last_day` if given.
@@ -259,9 +280,9 @@ class WorkingCalendar:
             if self.is_working_day(day):
                 resting = 0
                 for opens, closes in self.hours.periods:
-                    period_end = datetime.combine(day, closes, LOCAL_TZ)
+                    period_end = _wall_clock(day, closes)
                     if period_end > start:
-                        yield max(datetime.combine(day, opens, LOCAL_TZ), start), period_end
+                        yield max(_wall_clock(day, opens), start), period_end
             else:
                 resting = _count_resting_day(day, resting)
             day += timedelta(days=1)
@@ -329,7 +350,7 @@ class WorkingCalendar:
                 resting = 0
             else:
                 resting = _count_resting_day(day, resting)
-        return datetime.combine(day, self.hours.closing, LOCAL_TZ).astimezone(UTC)
+        return _wall_clock(day, self.hours.closing).astimezone(UTC)
 
 
 def known_package_years() -> frozenset[int]:
@@ -338,6 +359,7 @@ def known_package_years() -> frozenset[int]:
 
 
 __all__ = [
+    "END_OF_DAY",
     "LOCAL_TZ",
     "CalendarOverrides",
     "WorkingCalendar",

@@ -119,6 +119,13 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.batch_records = Histogram(
+            "consumer_batch_records",
+            "Records in one consumed batch.",
+            ["group"],
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+            registry=r,
+        )
         self.transient_retries = Counter(
             "transient_retries", "Retries after a passing fault (database or broker).", ["where"], registry=r
         )

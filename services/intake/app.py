@@ -140,9 +140,9 @@ class Intake:
             on_retry=self.ctx.metrics.transient_retries.labels("consumer").inc,
         )
         await msg.ack()
-        self.ctx.metrics.batch_seconds.labels(f"{self.ctx.settings.topic_prefix}{GROUP}").observe(
-            time.perf_counter() - started
-        )
+        group = f"{self.ctx.settings.topic_prefix}{GROUP}"
+        self.ctx.metrics.batch_seconds.labels(group).observe(time.perf_counter() - started)
+        self.ctx.metrics.batch_records.labels(group).observe(len(records))
 
 
 async def _raw_decoder(msg: Any, original: Any = None) -> Any:

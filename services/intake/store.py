@@ -51,10 +51,10 @@ async def save(
     dlq_topic: str,
 ) -> SaveResult:
     """In the caller's transaction: new complaints and dead letters stored, and their messages put in the outbox."""
-    fresh: list[ComplaintReceived] = []
+    fresh: list[tuple[ComplaintReceived, str]] = []
     dupes: list[ComplaintReceived] = []
     if complaints:
-        encoded = [c.model_dump_json() for c in complaints]
+        encoded = [c.model_dump_json() for c in complaints]  # once: the same text goes to the table and the outbox
         rows = await conn.fetch(
             SQL_INSERT_COMPLAINTS,
             [c.complaint_id for c in complaints],
@@ -67,10 +67,10 @@ async def save(
             encoded,
         )
         inserted = {r["complaint_id"] for r in rows}
-        for c in complaints:
+        for c, text in zip(complaints, encoded, strict=True):
             if c.complaint_id in inserted:
                 inserted.discard(c.complaint_id)  # a second copy inside the same batch is a duplicate
-                fresh.append(c)
+                fresh.append((c, text))
             else:
                 dupes.append(c)
     new_letters: list[DeadLetter] = []
@@ -92,13 +92,13 @@ async def save(
         new_letters = [d for d in dead_letters if d.dead_letter_id in kept]
     await enqueue(
         conn,
-        [OutboxMessage(received_topic, c.complaint_id.encode(), c.to_json_bytes()) for c in fresh]
+        [OutboxMessage(received_topic, c.complaint_id.encode(), text.encode()) for c, text in fresh]
         + [
             OutboxMessage(dlq_topic, d.source_key.encode() if d.source_key is not None else None, d.to_json_bytes())
             for d in new_letters
         ],
     )
-    return SaveResult(fresh, dupes, new_letters)
+    return SaveResult([c for c, _ in fresh], dupes, new_letters)
 
 
 async def get_event(pool: asyncpg.Pool[Any], complaint_id: str) -> ComplaintReceived | None:

@@ -294,7 +294,7 @@ def assign_case(case: CaseSnapshot, placement: Placement) -> Decision:
         # A return waits for the desk's verdict only while the case sits at the desk.
         returned_from=case.returned_from if to is _S.TRIAGE else None,
     )
-    return Accepted(case=new, transitions=(Transition(case.state, to, "assign"),), assignment=assignment)
+    return Accepted(case=new, transitions=(Transition(case.state, to, "assigned"),), assignment=assignment)
 
 
 # --- department actions ----------------------------------------------------------------------------------

@@ -499,6 +499,25 @@ def select_rules(sets: Iterable[RuleSet], at: datetime) -> RuleSet:
     return current[0]
 
 
+def rules_in_force(base: RuleSet, posted: Iterable[RuleSet], at: datetime) -> RuleSet:
+    """The set in force at `at` among the base set (the rules file) and the sets posted through the API.
+
+    `select_rules` over all of them, with two choices of the service: a posted set that takes effect at the same
+    time as the base set replaces it (an explicit act of an administrator wins over the file), and before every
+    set's effective time the base set applies (a file whose `effective_from` lies ahead still routes until then;
+    routing never stops for want of rules).
+    """
+    sets = [rule_set for rule_set in posted if rule_set.version != base.version]
+    if all(rule_set.effective_from != base.effective_from for rule_set in sets):
+        sets.append(base)
+    try:
+        return select_rules(sets, at)
+    except NoRulesInForceError:
+        if any(rule_set.effective_from <= at for rule_set in sets):
+            raise
+        return base
+
+
 # --- routing --------------------------------------------------------------------------------------
 
 

@@ -213,7 +213,7 @@ def test_the_desk_never_handles_a_case_itself() -> None:
     result = accepted(decide_action(stored, act(A.REASSIGN, "triage", lead_department="scj")))
     assert result.assign_to is not None
     placed = accepted(assign_case(result.case, result.assign_to))
-    assert placed.transitions == (Transition(S.ASSIGNED, S.ASSIGNED, "assign"),)
+    assert placed.transitions == (Transition(S.ASSIGNED, S.ASSIGNED, "assigned"),)
     assert placed.case.lead_department == "scj"
 
 
@@ -355,7 +355,7 @@ def complaint(category: str, region: str) -> ComplaintReceived:
 def test_first_assignment_is_round_one() -> None:
     decision = route_complaint(complaint("policy_fulfillment", "150523"), load_default_rules())
     result = accepted(assign_case(new_case(CID), decision))
-    assert result.transitions == (Transition(S.RECEIVED, S.ASSIGNED, "assign"),)
+    assert result.transitions == (Transition(S.RECEIVED, S.ASSIGNED, "assigned"),)
     assert result.case.round == 1
     assert result.assignment == Assignment(
         "gov-150523", ("fgw", "czj"), "county", "territorial-county", decision.reason
@@ -370,12 +370,12 @@ def test_first_assignment_is_round_one() -> None:
 def test_a_complaint_no_one_can_place_goes_to_the_desk() -> None:
     decision = route_complaint(complaint("other", "150523"), load_default_rules())
     result = accepted(assign_case(new_case(CID), decision))
-    assert result.transitions == (Transition(S.RECEIVED, S.TRIAGE, "assign"),)
+    assert result.transitions == (Transition(S.RECEIVED, S.TRIAGE, "assigned"),)
     placed = accepted(decide_action(result.case, act(A.REASSIGN, "triage", lead_department="gov-150523")))
     assert placed.assign_to is not None
     assert (placed.assign_to.rule_id, placed.assign_to.level) == (MANUAL_RULE_ID, "county")
     done = accepted(assign_case(placed.case, placed.assign_to))
-    assert done.transitions == (Transition(S.TRIAGE, S.ASSIGNED, "assign"),)
+    assert done.transitions == (Transition(S.TRIAGE, S.ASSIGNED, "assigned"),)
     assert done.case.round == 1  # a placement by the desk is not a return
 
 
@@ -415,7 +415,7 @@ def test_a_return_goes_to_the_next_rule_then_to_the_desk() -> None:
     )
     assert second.reroute_excluding == frozenset({"gov-150523", "fgw"})
     at_desk = accepted(assign_case(second.case, route_complaint(filed, rules, second.reroute_excluding)))
-    assert at_desk.transitions == (Transition(S.RETURNED, S.TRIAGE, "assign"),)
+    assert at_desk.transitions == (Transition(S.RETURNED, S.TRIAGE, "assigned"),)
     assert at_desk.case.awaits_return_verdict
     assert at_desk.case.round == 3
     assert (
@@ -445,7 +445,7 @@ def test_the_desk_upholds_a_return() -> None:
     placed = accepted(assign_case(upheld.case, upheld.assign_to))
     assert (placed.case.lead_department, placed.case.rule_id, placed.case.round) == ("gxj", MANUAL_RULE_ID, 2)
     assert placed.case.returned_by == frozenset({"fgw"})
-    assert placed.transitions == (Transition(S.TRIAGE, S.ASSIGNED, "assign"),)
+    assert placed.transitions == (Transition(S.TRIAGE, S.ASSIGNED, "assigned"),)
 
 
 def test_the_desk_overturns_a_return() -> None:
@@ -489,7 +489,7 @@ def test_an_unsatisfied_or_unresolved_callback_reopens_the_case(satisfaction: Sa
     assert result.assign_to.rule_id == "sector-policy-fulfillment"
     assert "重办" in result.assign_to.reason
     placed = accepted(assign_case(result.case, result.assign_to))
-    assert placed.transitions == (Transition(S.REOPENED, S.ASSIGNED, "assign"),)
+    assert placed.transitions == (Transition(S.REOPENED, S.ASSIGNED, "assigned"),)
     assert placed.case.round == 3
 
 
