@@ -67,8 +67,12 @@ async def _produce(bootstrap: str, items: list[tuple[str, bytes | None, bytes]])
 async def _baseline(bootstrap: str, topics: Topics, count: int) -> float:
     """Consume `count` records from the raw topics and republish them with acks=all, committing per batch."""
     consumer = AIOKafkaConsumer(
-        *[topics.intake(c) for c in Channel], bootstrap_servers=bootstrap, group_id=f"{topics.prefix}baseline",
-        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=500,
+        *[topics.intake(c) for c in Channel],
+        bootstrap_servers=bootstrap,
+        group_id=f"{topics.prefix}baseline",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=500,
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=1024 * 1024
@@ -95,8 +99,9 @@ async def _baseline(bootstrap: str, topics: Topics, count: int) -> float:
 
 
 async def _drain(bootstrap: str, topics: list[str], expected: int, timeout_s: float) -> tuple[int, float]:
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+    )
     await consumer.start()
     seen = 0
     first: float | None = None
@@ -119,8 +124,13 @@ async def _latency(bootstrap: str, topics: Topics, rate: float, seconds: float, 
     gen = TrafficGenerator(seed=seed, duplicates=0.0, bad=0.0, run_tag="LAT")
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
-    consumer = AIOKafkaConsumer(topics.received, bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        topics.received,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await consumer.start()
     await asyncio.sleep(1.0)  # let the consumer take its partitions before sending
 
@@ -151,7 +161,7 @@ async def _latency(bootstrap: str, topics: Topics, rate: float, seconds: float, 
             n += 1
         await producer.flush()
         deadline = time.perf_counter() + 30
-        while sent_at and time.perf_counter() < deadline:
+        while sent_at and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling a plain dict the reader drains
             await asyncio.sleep(0.1)
     finally:
         reader.cancel()
@@ -184,44 +194,67 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         items = [(topics.intake(m.channel), m.key.encode() if m.key else None, m.body) for m in messages]
         unique_good = len({m.key for m in messages if m.bad_reason is None})
         bad = sum(m.bad_reason is not None for m in messages)
-        print(f"machine: {os.cpu_count()} cores; {args.count} raw messages "
-              f"({unique_good} distinct complaints, {bad} bad, {args.count - unique_good - bad} duplicates), "
-              f"avg {sum(len(m.body) for m in messages) // len(messages)} bytes")
+        print(
+            f"machine: {os.cpu_count()} cores; {args.count} raw messages "
+            f"({unique_good} distinct complaints, {bad} bad, {args.count - unique_good - bad} duplicates), "
+            f"avg {sum(len(m.body) for m in messages) // len(messages)} bytes"
+        )
         produce_s = asyncio.run(_produce(bootstrap, items))
         print(f"produce (acks=all, idempotent)      {args.count / produce_s:>10,.0f} msg/s")
         base = asyncio.run(_baseline(bootstrap, topics, args.count))
         print(f"baseline consume→publish→commit     {base:>10,.0f} msg/s   (bare aiokafka, no database)")
 
-        key, line = new_key("channel:hotline")
+        _, line = new_key("channel:hotline")
         (work / "keys.yaml").write_text(line)
         port = free_port()
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database, "TOPIC_PREFIX": prefix,
-               "API_KEYS_FILE": str(work / "keys.yaml"), "HTTP_PORT": str(port), "LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DATABASE_URL": database,
+            "TOPIC_PREFIX": prefix,
+            "API_KEYS_FILE": str(work / "keys.yaml"),
+            "HTTP_PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+        }
         proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "shared.cli", "run", "intake", "--port", str(port)], env=env,
-            stdout=(work / "intake.log").open("wb"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "shared.cli", "run", "intake", "--port", str(port)],
+            env=env,
+            stdout=(work / "intake.log").open("wb"),
+            stderr=subprocess.STDOUT,
         )
         started = time.perf_counter()
         expected = unique_good + bad
         seen, span = asyncio.run(_drain(bootstrap, [topics.received, topics.dlq], expected, timeout_s=600))
         total = time.perf_counter() - started
-        print(f"intake backlog → received+dlq       {seen / span if span else float('nan'):>10,.0f} msg/s   "
-              f"({seen} of {expected} out; first to last event {span:.1f} s; {total:.1f} s with start-up)")
-        print(f"                              ratio {seen / span / base if span and base else float('nan'):>10.2f}"
-              " of the baseline")
+        print(
+            f"intake backlog → received+dlq       {seen / span if span else float('nan'):>10,.0f} msg/s   "
+            f"({seen} of {expected} out; first to last event {span:.1f} s; {total:.1f} s with start-up)"
+        )
+        print(
+            f"                              ratio {seen / span / base if span and base else float('nan'):>10.2f}"
+            " of the baseline"
+        )
         lat = asyncio.run(_latency(bootstrap, topics, args.rate, args.seconds, seed=2))
         if lat:
-            print(f"latency at {args.rate:,.0f}/s for {args.seconds:.0f} s (raw sent → complaint.received read), "
-                  f"{len(lat)} messages: p50 {_pct(lat, 50) * 1000:.1f} ms, p95 {_pct(lat, 95) * 1000:.1f} ms, "
-                  f"p99 {_pct(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms, "
-                  f"mean {statistics.mean(lat) * 1000:.1f} ms")
+            print(
+                f"latency at {args.rate:,.0f}/s for {args.seconds:.0f} s (raw sent → complaint.received read), "
+                f"{len(lat)} messages: p50 {_pct(lat, 50) * 1000:.1f} ms, p95 {_pct(lat, 95) * 1000:.1f} ms, "
+                f"p99 {_pct(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms, "
+                f"mean {statistics.mean(lat) * 1000:.1f} ms"
+            )
         try:
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            batches = [ln for ln in metrics.splitlines()
-                       if ln.startswith(("consumer_batch_seconds_count", "consumer_batch_seconds_sum",
-                                         "consumer_batch_records_sum"))]
-            print("settings: batch subscriber, max_records=500, AckPolicy.MANUAL (commit after the DB transaction), "
-                  "one transaction per batch, outbox relay batches of 500, producer acks=all + idempotence, linger 5 ms")
+            batches = [
+                ln
+                for ln in metrics.splitlines()
+                if ln.startswith(
+                    ("consumer_batch_seconds_count", "consumer_batch_seconds_sum", "consumer_batch_records_sum")
+                )
+            ]
+            print(
+                "settings: batch subscriber, max_records=500, AckPolicy.MANUAL (commit after the DB transaction), "
+                "one transaction per batch, outbox relay batches of 500, producer acks=all + idempotence, linger 5 ms"
+            )
             for ln in batches:
                 print(f"  {ln}")
         except httpx.HTTPError:

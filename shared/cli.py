@@ -87,6 +87,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.target == "sla":
+        from services.sla.bench import run_sla_bench
+
+        return run_sla_bench(args)
     from shared.bench import run_bench_cli
 
     return run_bench_cli(args)
@@ -132,13 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="a channel key, to send --http-share of that channel's traffic over HTTP intake",
     )
     sim.add_argument("--seed", type=int, default=None)
+    sim.add_argument(
+        "--no-departments",
+        dest="departments",
+        action="store_false",
+        help="only raw traffic: do not also play the department systems and the callbacks",
+    )
+    sim.add_argument(
+        "--speed",
+        type=float,
+        default=20.0,
+        help="how much faster than real life departments act (20: a case closes in about a minute)",
+    )
     sim.set_defaults(func=_cmd_simulate)
 
     bench = sub.add_parser("bench", help="measure throughput and latency")
-    bench.add_argument("target", choices=["intake"], nargs="?", default="intake")
-    bench.add_argument("--count", type=int, default=20000)
-    bench.add_argument("--rate", type=float, default=2000.0, help="rate for the latency phase")
-    bench.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
+    bench.add_argument("target", choices=["intake", "sla"], nargs="?", default="intake")
+    bench.add_argument("--count", type=int, default=20000, help="intake: raw messages in the backlog phase")
+    bench.add_argument("--rate", type=float, default=1000.0, help="intake: rate of the latency phase")
+    bench.add_argument("--seconds", type=float, default=10.0, help="intake: length of the latency phase")
+    bench.add_argument("--total", type=int, default=1_000_000, help="sla: pending deadlines loaded")
+    bench.add_argument("--due", type=int, default=10_000, help="sla: deadlines falling due at the same instant")
+    bench.add_argument("--batch", type=int, default=1000, help="sla: deadlines claimed per scheduler round")
+    bench.add_argument("--parallel", type=int, default=2, help="sla: scheduler rounds at once during a backlog")
     bench.set_defaults(func=_cmd_bench)
 
     mig = sub.add_parser("migrate", help="apply the SQL migrations of every service")

@@ -47,5 +47,5 @@ async def ping(pool: asyncpg.Pool[Any], timeout_s: float = 2.0) -> bool:
     try:
         async with asyncio.timeout(timeout_s):
             return bool(await pool.fetchval("SELECT 1") == 1)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means not ready
         return False

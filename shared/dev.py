@@ -150,7 +150,7 @@ def _print_banner(env: dict[str, str], services: list[str], base: int, keys: dic
 
 
 def _simulate_until_signal(settings: Settings, args: argparse.Namespace, keys: dict[str, str]) -> None:
-    from shared.simulate import simulate
+    from shared.simulate import simulate_with_departments
 
     channel_keys = {c.value: keys[f"channel:{c.value}"] for c in Channel if f"channel:{c.value}" in keys}
 
@@ -159,13 +159,15 @@ def _simulate_until_signal(settings: Settings, args: argparse.Namespace, keys: d
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await simulate(
+        await simulate_with_departments(
             settings,
+            departments="routing" in available_services(),
+            speed=20.0,
+            stop=stop,
             rate=args.simulate,
             http_share=0.1 if channel_keys else 0.0,
             intake_url=f"http://127.0.0.1:{args.port_base + OFFSETS['intake']}",
             channel_keys=channel_keys or None,
-            stop=stop,
         )
 
     asyncio.run(main())

@@ -200,7 +200,7 @@ async def _give_up_durably(
             await give_up(record, exc, attempts)
         except asyncio.CancelledError:
             raise
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - we must not move past the record until its dead letter is durable
             health.fault(where, err)
             log.warning("could not write the dead letter yet", extra={"where": where, "error": repr(err)[:300]})
             await backoff.wait()

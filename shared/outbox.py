@@ -85,17 +85,18 @@ class OutboxRelay:
             async with asyncio.timeout(drain_timeout_s):
                 while await self.publish_once():
                     pass
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - left rows are published by the next start
             log.warning("outbox not drained at stop", extra={"error": repr(exc)[:300]})
 
     async def _run(self) -> None:
         backoff = Backoff(first_s=0.2, cap_s=5.0)
         while True:
+            self._wakeup.clear()  # before publishing: a wake() during the publish must start another round
             try:
                 sent = await self.publish_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - broker or database away: keep the rows, retry
                 self._health.fault("outbox", exc)
                 self._metrics.transient_retries.labels("outbox").inc()
                 log.warning("outbox publish failed, will retry", extra={"error": repr(exc)[:300]})
@@ -104,7 +105,6 @@ class OutboxRelay:
             self._health.clear("outbox")
             backoff.attempt = 0
             if sent < self._batch_size:
-                self._wakeup.clear()
                 try:
                     async with asyncio.timeout(self._poll_s):
                         await self._wakeup.wait()
@@ -133,6 +133,6 @@ class OutboxRelay:
                 self._metrics.outbox_pending.labels(self._metrics.service).set(pending)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: S110 - a gauge can wait for the next round
+            except Exception:  # noqa: BLE001, S110 - a gauge can wait for the next round
                 pass
             await asyncio.sleep(5)

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from faststream.kafka import KafkaBroker
 from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
@@ -27,6 +28,7 @@ from shared.auth import KeyRing, Principal
 from shared.clock import Clock, system_clock
 from shared.db import create_pool, ping
 from shared.kafka import Health, ensure_topics, make_producer
+from shared.lag import LagMonitor
 from shared.migrate import migrate
 from shared.observability import Metrics, setup_logging
 from shared.outbox import OutboxRelay
@@ -51,7 +53,16 @@ class ServiceContext:
     broker: KafkaBroker
     relay: OutboxRelay
     keys: KeyRing
+    consumer_groups: dict[str, list[str]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def group(self, name: str, *topics: str) -> str:
+        """The consumer group id `<TOPIC_PREFIX><name>`, registered with its topics for the lag metric."""
+        group_id = f"{self.settings.topic_prefix}{name}"
+        self.consumer_groups.setdefault(group_id, []).extend(
+            t for t in topics if t not in self.consumer_groups.get(group_id, [])
+        )
+        return group_id
 
 
 Setup = Callable[[ServiceContext], Awaitable[None]]
@@ -122,11 +133,16 @@ def create_service_app(
         await setup(ctx)
         relay.start()
         await broker.start()
+        lag = LagMonitor(
+            cfg, metrics, health, ctx.consumer_groups, interval_s=cfg.lag_interval_s, stall_after_s=cfg.stall_after_s
+        )
+        lag.start()
         log.info("service started", extra={"service": name, "port": cfg.port_for(name)})
         try:
             yield
         finally:
             # Stop taking new records first (in-flight batches finish and commit), then flush what they produced.
+            await lag.stop()
             await broker.stop()
             if teardown is not None:
                 await teardown(ctx)
@@ -146,6 +162,11 @@ def create_service_app(
         )
         return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        reason = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        return JSONResponse({"error": "invalid", "reason": reason or str(exc)}, status_code=422)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": name}
@@ -156,7 +177,7 @@ def create_service_app(
         db_ok = await ping(ctx.pool)
         try:
             broker_ok = await ctx.broker.ping(timeout=2.0)
-        except Exception:
+        except Exception:  # noqa: BLE001 - not reachable is the answer
             broker_ok = False
         body = {"database": db_ok, "broker": broker_ok, "degraded": ctx.health.degraded}
         ok = db_ok and broker_ok and not ctx.health.degraded

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     kafka_send_timeout_s: float = Field(default=10.0, gt=0)
     db_pool_max: int = Field(default=10, ge=1)
+    lag_interval_s: float = Field(default=10.0, gt=0, description="How often consumer lag is read from the broker.")
+    stall_after_s: float = Field(default=120.0, gt=0, description="Lag with no commit this long: not ready.")
 
     def port_for(self, service: str) -> int:
         return self.http_port if self.http_port is not None else DEFAULT_PORTS[service]

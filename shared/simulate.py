@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -139,8 +140,11 @@ def run_simulate_cli(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await simulate(
+        await simulate_with_departments(
             settings,
+            departments=args.departments,
+            speed=args.speed,
+            stop=stop,
             rate=args.rate,
             count=args.count,
             duration=args.duration,
@@ -150,8 +154,30 @@ def run_simulate_cli(args: argparse.Namespace) -> int:
             intake_url=args.intake_url,
             channel_keys=keys or None,
             seed=args.seed,
-            stop=stop,
         )
 
     asyncio.run(main())
     return 0
+
+
+async def simulate_with_departments(
+    settings: Settings, *, departments: bool, speed: float, stop: asyncio.Event, **traffic: Any
+) -> SimulationStats:
+    """Raw traffic and, unless told not to, the department systems and callbacks playing every case to its end.
+    The traffic stops at its count or duration (or on `stop`); the departments go on until `stop`."""
+    from services.routing.simulate import DepartmentSimulator
+
+    sim = DepartmentSimulator(settings, speed=speed, seed=traffic.get("seed")) if departments else None
+    task = asyncio.create_task(sim.run(stop)) if sim is not None else None
+    try:
+        stats = await simulate(settings, stop=stop, **traffic)
+        if task is not None and not stop.is_set():
+            print("traffic done; the departments go on until Ctrl-C", file=sys.stderr)
+            await stop.wait()
+    finally:
+        stop.set()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        if sim is not None:
+            print(sim.stats.line(), file=sys.stderr)
+    return stats

@@ -156,10 +156,11 @@ async def setup(ctx: ServiceContext) -> None:
     for channel in Channel:
         subscriber = ctx.broker.subscriber(
             ctx.topics.intake(channel),
-            group_id=f"{ctx.settings.topic_prefix}{GROUP}",
+            group_id=ctx.group(GROUP, ctx.topics.intake(channel)),
             batch=True,
             max_records=ctx.settings.consumer_max_records,
             batch_timeout_ms=50,
+            fetch_max_wait_ms=100,  # aiokafka's 500 ms default shows up as tail latency on every hop
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_decoder,

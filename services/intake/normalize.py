@@ -142,7 +142,7 @@ def normalize(channel: Channel, raw: bytes, now: datetime) -> ComplaintReceived 
     except _Invalid as exc:
         # A reason may quote part of a field; a phone number in it is masked like everywhere people read.
         return Rejection(exc.error_type, mask_phones_in_text(exc.reason), _peek_source_id(channel, body))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a bug must not crash-loop the consumer; it becomes a dead letter
         return Rejection("normalize_failed", f"unexpected error while normalizing: {type(exc).__name__}: {exc}")
 
 

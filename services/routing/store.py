@@ -17,7 +17,7 @@ import asyncpg
 from services.routing.casework import CaseFacts, Effects, snapshot_from_json, snapshot_to_json
 from services.routing.lifecycle import CaseSnapshot
 from shared.domain import Category, Channel
-from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
+from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, SlaEvent
 from shared.outbox import OutboxMessage, enqueue
 from shared.topics import Topics
 
@@ -199,7 +199,9 @@ async def lock_cases(conn: asyncpg.Connection[Any], complaint_ids: Iterable[str]
     rows = await conn.fetch(SQL_LOCK_CASES, ids)
     return {
         r["complaint_id"]: CaseRow(
-            CaseFacts(r["complaint_id"], Channel(r["channel"]), Category(r["category"]), r["region_code"], r["received_at"]),
+            CaseFacts(
+                r["complaint_id"], Channel(r["channel"]), Category(r["category"]), r["region_code"], r["received_at"]
+            ),
             snapshot_from_json(json.loads(r["snapshot"])),
         )
         for r in rows
@@ -242,14 +244,20 @@ async def mark_processed(conn: asyncpg.Connection[Any], marks: Sequence[Processe
     return {r["message_key"] for r in rows}
 
 
-async def insert_cases(
-    conn: asyncpg.Connection[Any], new: Sequence[tuple[ComplaintReceived, Effects]], now: datetime
-) -> set[str]:
+@dataclass(frozen=True)
+class NewCase:
+    complaint: ComplaintReceived
+    encoded: str
+    """The complaint.received as JSON, kept on the case and in its history."""
+    effects: Effects
+
+
+async def insert_cases(conn: asyncpg.Connection[Any], new: Sequence[NewCase], now: datetime) -> set[str]:
     """New cases with their first snapshot; returns the complaint ids inserted (a known one is left alone)."""
     if not new:
         return set()
-    cases = [effects.case for _, effects in new]
-    complaints = [complaint for complaint, _ in new]
+    cases = [n.effects.case for n in new]
+    complaints = [n.complaint for n in new]
     rows = await conn.fetch(
         SQL_INSERT_CASES,
         [c.complaint_id for c in complaints],
@@ -267,7 +275,7 @@ async def insert_cases(
         [s.rule_id for s in cases],
         [_json(snapshot_to_json(s)) for s in cases],
         now,
-        [c.model_dump_json() for c in complaints],
+        [n.encoded for n in new],
     )
     return {r["complaint_id"] for r in rows}
 
@@ -298,24 +306,27 @@ async def update_cases(
     )
 
 
-def history_of_events(events: Iterable[ComplaintAssigned | LifecycleChanged]) -> list[HistoryEntry]:
-    entries = []
-    for e in events:
-        kind, at = ("assigned", e.assigned_at) if isinstance(e, ComplaintAssigned) else ("lifecycle", e.at)
-        entries.append(HistoryEntry(e.complaint_id, kind, at, e.model_dump_json()))
-    return entries
-
-
 async def save_effects(
     conn: asyncpg.Connection[Any],
-    effects: Sequence[Effects],
-    history: Sequence[HistoryEntry],
+    taken: Sequence[tuple[HistoryEntry, Effects]],
     now: datetime,
     topics: Topics,
 ) -> None:
-    """Assignments, the case histories and the outgoing events of some facts, in the caller's transaction."""
-    events = [e for eff in effects for e in eff.events]
-    assigned = [(e, eff.rules_versions.get(e.assignment_id)) for eff in effects for e in eff.assignments]
+    """In the caller's transaction: each fact taken and the events it gave, in the case histories; the assignments;
+    and the events in the outbox (each event encoded once, so history and message are the same bytes)."""
+    history: list[HistoryEntry] = []
+    messages: list[OutboxMessage] = []
+    for entry, effects in taken:
+        history.append(entry)
+        for e in effects.events:
+            body = e.to_json_bytes()
+            if isinstance(e, ComplaintAssigned):
+                history.append(HistoryEntry(e.complaint_id, "assigned", e.assigned_at, body.decode()))
+                messages.append(OutboxMessage(topics.assigned, e.complaint_id.encode(), body))
+            else:
+                history.append(HistoryEntry(e.complaint_id, "lifecycle", e.at, body.decode()))
+                messages.append(OutboxMessage(topics.lifecycle, e.complaint_id.encode(), body))
+    assigned = [(a, effects.rules_versions.get(a.assignment_id)) for _, effects in taken for a in effects.assignments]
     if assigned:
         await conn.execute(
             SQL_INSERT_ASSIGNMENTS,
@@ -333,17 +344,7 @@ async def save_effects(
             [a.causation_id for a, _ in assigned],
         )
     await insert_history(conn, history, now)
-    await enqueue(
-        conn,
-        [
-            OutboxMessage(
-                topics.assigned if isinstance(e, ComplaintAssigned) else topics.lifecycle,
-                e.complaint_id.encode(),
-                e.to_json_bytes(),
-            )
-            for e in events
-        ],
-    )
+    await enqueue(conn, messages)
 
 
 async def insert_history(conn: asyncpg.Connection[Any], entries: Sequence[HistoryEntry], now: datetime) -> None:

@@ -53,7 +53,9 @@ def mask_complaint(complaint: Mapping[str, Any], full: bool) -> dict[str, Any]:
     return shown
 
 
-def fact_view(kind: str, at: datetime | None, recorded_at: datetime, body: Mapping[str, Any], full: bool) -> dict[str, Any]:
+def fact_view(
+    kind: str, at: datetime | None, recorded_at: datetime, body: Mapping[str, Any], full: bool
+) -> dict[str, Any]:
     """One fact of a case's history, masked for a viewer who is not the lead."""
     shown = dict(body)
     if kind == "received":
@@ -89,9 +91,7 @@ def current_deadlines(rows: Iterable[Mapping[str, Any]], round_: int) -> list[di
     return [deadline_view(r) for r in sorted(shown, key=lambda r: r["due_at"])]
 
 
-def case_summary(
-    row: Mapping[str, Any], deadlines: Sequence[Mapping[str, Any]], viewer: str | None
-) -> dict[str, Any]:
+def case_summary(row: Mapping[str, Any], deadlines: Sequence[Mapping[str, Any]], viewer: str | None) -> dict[str, Any]:
     """A case as a department's list shows it."""
     complaint = json.loads(row["complaint"]) if isinstance(row["complaint"], str) else dict(row["complaint"])
     lead = row["lead_department"]

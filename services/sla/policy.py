@@ -21,17 +21,39 @@ Pause = tuple[datetime, datetime | None]
 
 
 class WindowUnit(StrEnum):
-    HOURS = "hours"
     DAYS = "days"
+    HOURS = "hours"
+    MINUTES = "minutes"
+    SECONDS = "seconds"
+
+
+_UNIT_LENGTH = {
+    WindowUnit.HOURS: timedelta(hours=1),
+    WindowUnit.MINUTES: timedelta(minutes=1),
+    WindowUnit.SECONDS: timedelta(seconds=1),
+}
 
 
 class Window(BaseModel):
-    """How long a stage may take: N working hours (counted to the second) or N working days (to 17:30)."""
+    """How long a stage may take: N working days (to 17:30 of the Nth working day after the start's date), or N
+    working hours, minutes or seconds (working time counted to the second).
+
+    The contract's windows are days and hours; minutes and seconds are there for drills and tests, which run the
+    clock on real time (docs/sla.md, "short windows").
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    unit: WindowUnit = Field(description="`hours`: working hours from the start; `days`: working days after its date.")
-    amount: int = Field(gt=0, description="How many working hours or working days.")
+    unit: WindowUnit = Field(
+        description="`days`: working days after the start's date; `hours`/`minutes`/`seconds`: working time."
+    )
+    amount: int = Field(gt=0, description="How many of the unit.")
+
+    @property
+    def working_time(self) -> timedelta | None:
+        """The window as an amount of working time; None for `days`, whose length depends on the start."""
+        length = _UNIT_LENGTH.get(self.unit)
+        return None if length is None else length * self.amount
 
     @classmethod
     def working_hours(cls, amount: int) -> Window:
@@ -68,6 +90,11 @@ class SlaPolicy(BaseModel):
     callback: Window = Field(
         default=Window.working_days(2), description="回访: from the resolve action to the callback."
     )
+    extension_day: Window = Field(
+        default=Window.working_days(1),
+        description="What one day of an approved extension adds to the resolve deadline: a working day by default "
+        "(17:30 of the Nth working day after the due); a shorter unit for drills and tests.",
+    )
     warn_ratio: float = Field(
         default=0.8, gt=0, le=1, description="Share of a window's working time after which a warning fires."
     )
@@ -101,17 +128,19 @@ class Deadline:
     warn_at: datetime
 
 
-def _paused_spans(start: datetime, pauses: Iterable[Pause]) -> list[tuple[datetime, datetime]] | None:
-    """The pauses as sorted, disjoint UTC spans from `start` on; None when one is still open.
+def _paused_spans(start: datetime, pauses: Iterable[Pause]) -> tuple[list[tuple[datetime, datetime]], datetime | None]:
+    """The closed pauses as sorted, disjoint UTC spans from `start` on, and when the earliest open pause began.
 
     Only the part of a pause after `start` can hold the clock (before it the clock was not running), and
     time paused twice by overlapping pauses is paused once.
     """
     spans: list[tuple[datetime, datetime]] = []
+    open_since: datetime | None = None
     for paused_at, resumed_at in pauses:
         paused = as_utc(paused_at)
         if resumed_at is None:
-            return None
+            open_since = paused if open_since is None else min(open_since, paused)
+            continue
         resumed = as_utc(resumed_at)
         if resumed < paused:
             raise ValueError(f"a pause resumed at {resumed.isoformat()}, before it began at {paused.isoformat()}")
@@ -125,7 +154,7 @@ def _paused_spans(start: datetime, pauses: Iterable[Pause]) -> list[tuple[dateti
             merged[-1] = (merged[-1][0], max(merged[-1][1], resumed))
         else:
             merged.append((paused, resumed))
-    return merged
+    return merged, open_since
 
 
 def _running(
@@ -172,14 +201,17 @@ def compute_deadline(
     pauses: Iterable[Pause] = (),
     extension_days: int = 0,
 ) -> Deadline | None:
-    """The deadline of `stage` counted from `start`; None while a pause is open (the clock is stopped).
+    """The deadline of `stage` counted from `start`; None while a pause that began before the due is open (the
+    clock is stopped, so there is no due yet).
 
     - The window's working time is the working time from `start` to `start` + window (hours: to the
       second; days: to 17:30 of the Nth working day after the start's date).
     - Paused working time does not count: the due is the instant the clock, stopped during pauses, has
-      run the window's working time. A pause before `start`, on a rest day or after the due changes nothing.
-    - An approved extension of N working days (resolve only) moves the due, pauses counted, to 17:30 of the
-      Nth working day after its date; with no pause after the due, that is exactly working_days_after.
+      run the window's working time. A pause before `start`, on a rest day or after the due changes nothing;
+      that holds for an open pause too: one that began at or after the due is ignored, a late case stays late.
+    - An approved extension of N days (resolve only) moves the due, pauses counted, by N × `extension_day`:
+      by default to 17:30 of the Nth working day after its date; with no pause after the due, that is exactly
+      working_days_after.
     - The warning fires when `warn_ratio` of the whole window (extension included) has run on that clock.
     """
     if extension_days < 0:
@@ -187,22 +219,27 @@ def compute_deadline(
     if extension_days and stage is not Stage.RESOLVE:
         raise ValueError(f"only the resolve deadline can be extended, not {stage}")
     start = as_utc(start)
-    paused = _paused_spans(start, pauses)
-    if paused is None:
-        return None
+    paused, open_since = _paused_spans(start, pauses)
     window = policy.window_for(stage, category, urgency)
     # The budget stays a timedelta: a start with a fraction of a second must not lose it on the way.
-    if window.unit is WindowUnit.HOURS:
-        budget = timedelta(hours=window.amount)
-    else:
-        budget = calendar.working_time_between(start, calendar.working_days_after(start, window.amount))
+    budget = _budget(calendar, window, start, 1)
     due = _clock_reaches(calendar, start, paused, budget)
     if extension_days:
         # Extend from where the (paused) due fell, then let pauses after it push the new due on as well.
-        budget += calendar.working_time_between(due, calendar.working_days_after(due, extension_days))
+        budget += _budget(calendar, policy.extension_day, due, extension_days)
         due = _clock_reaches(calendar, start, paused, budget)
+    if open_since is not None and open_since < due:
+        return None
     warn = _clock_reaches(calendar, start, paused, min(budget, budget * policy.warn_ratio))
     return Deadline(due_at=due, warn_at=warn)
+
+
+def _budget(calendar: WorkingCalendar, window: Window, start: datetime, times: int) -> timedelta:
+    """The working time of `times` windows from `start`: days end at the closing of the Nth working day."""
+    length = window.working_time
+    if length is not None:
+        return length * times
+    return calendar.working_time_between(start, calendar.working_days_after(start, window.amount * times))
 
 
 def accept_deadline(

@@ -45,8 +45,9 @@ async def test_sigkill_mid_stream_loses_nothing_and_makes_nothing_twice(env: Env
             got = {json.loads(r.value)["complaint_id"] for r in by_topic(records, env.topics.received)}
             return got >= want and len({r.value for r in by_topic(records, env.topics.dlq)}) >= bad
 
-        records = await collect(env.bootstrap, [env.topics.received, env.topics.dlq], complete, timeout_s=120,
-                                settle_s=3)
+        records = await collect(
+            env.bootstrap, [env.topics.received, env.topics.dlq], complete, timeout_s=120, settle_s=3
+        )
     finally:
         intake.stop()
 
@@ -108,8 +109,11 @@ async def test_broker_away_for_30s_while_http_intake_takes_complaints(env: Env) 
 
 async def _post(http: httpx.AsyncClient, env: Env, gen: TrafficGenerator, acknowledged: set[str]) -> None:
     msg = gen.next(NOW)
-    resp = await http.post(f"/v1/intake/{msg.channel.value}", content=msg.body,
-                           headers={"Authorization": f"Bearer {env.keys['channel:' + msg.channel.value]}"})
+    resp = await http.post(
+        f"/v1/intake/{msg.channel.value}",
+        content=msg.body,
+        headers={"Authorization": f"Bearer {env.keys['channel:' + msg.channel.value]}"},
+    )
     # 202 means kept (in the outbox); 503 would mean "not taken, retry" — both honest, nothing acknowledged is lost.
     assert resp.status_code in (202, 503), resp.text
     if resp.status_code == 202:

@@ -15,7 +15,7 @@ from services.intake.normalize import normalize
 from shared.domain import Channel
 from shared.events import ComplaintReceived, DeadLetter
 from shared.traffic import RawMessage, TrafficGenerator
-from tests.support.infra import Env, ServiceProcess, collect, produce, rewind_group, wait_for_metric
+from tests.support.infra import Env, ServiceProcess, collect, produce, rewind_group, wait_for_line, wait_for_metric
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
@@ -146,7 +146,7 @@ async def test_replaying_the_raw_topics_from_offset_zero_changes_nothing(env: En
     messages = [gen.next(NOW) for _ in range(300)]
     want = expected_ids(messages)
     bad = sum(m.bad_reason is not None for m in messages)
-    intake = ServiceProcess("intake", env.environ(), env.tmp / "intake.log").start()
+    intake = ServiceProcess("intake", env.environ(LAG_INTERVAL_S="1"), env.tmp / "intake.log").start()
     try:
         await send_kafka(env, messages)
 
@@ -157,6 +157,10 @@ async def test_replaying_the_raw_topics_from_offset_zero_changes_nothing(env: En
             )
 
         await collect(env.bootstrap, [env.topics.received, env.topics.dlq], done, timeout_s=60)
+        # Lag is read from the broker: once everything is committed, every raw topic shows 0 for the group.
+        hotline_topic = env.topics.intake(Channel.HOTLINE)
+        lag_line = f'consumer_lag_messages{{group="{env.prefix}intake",topic="{hotline_topic}"}} 0.0'
+        assert await wait_for_line(intake.url, lag_line), intake.log_tail()
         intake.stop()
         # The next start reads every raw topic from offset 0 again.
         await rewind_group(env.bootstrap, f"{env.prefix}intake", [env.topics.intake(c) for c in Channel])
@@ -169,3 +173,28 @@ async def test_replaying_the_raw_topics_from_offset_zero_changes_nothing(env: En
         intake.stop()
     assert len(by_topic(records, env.topics.received)) == len(want)
     assert len(by_topic(records, env.topics.dlq)) == bad
+
+
+async def test_dead_letters_replay_to_their_source_topic_once(env: Env) -> None:
+    from shared.dlq import replay
+
+    gen = TrafficGenerator(seed=13, duplicates=0.0, bad=0.2, run_tag="DLQ")
+    messages = [gen.next(NOW) for _ in range(100)]
+    bad = [m for m in messages if m.bad_reason is not None]
+    intake = ServiceProcess("intake", env.environ(), env.tmp / "intake.log").start()
+    try:
+        await send_kafka(env, messages)
+        await collect(env.bootstrap, [env.topics.dlq], lambda rs: len(rs) >= len(bad), timeout_s=60)
+        dry = await replay(env.settings(), dry_run=True)
+        assert dry["replayed"] == len(bad)
+        done = await replay(env.settings())
+        assert done["replayed"] == len(bad)
+        # Still bad after replay: each becomes a new dead letter (new offset), nothing loops or vanishes.
+        records = await collect(
+            env.bootstrap, [env.topics.dlq], lambda rs: len(rs) >= 2 * len(bad), timeout_s=60, settle_s=2
+        )
+        # The next run offers only those new ones: the originals were replayed once and are done.
+        assert (await replay(env.settings(), dry_run=True))["replayed"] == len(bad)
+    finally:
+        intake.stop()
+    assert len(records) == 2 * len(bad)

@@ -225,3 +225,13 @@ async def wait_for_metric(url: str, name: str, value: float, timeout_s: float = 
                 return True
             await asyncio.sleep(0.3)
     return False
+
+
+async def wait_for_line(url: str, line: str, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        while time.monotonic() < deadline:
+            if line in (await http.get("/metrics")).text.splitlines():
+                return True
+            await asyncio.sleep(0.3)
+    return False

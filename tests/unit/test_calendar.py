@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 
 from shared.calendar import (
+    END_OF_DAY,
     LOCAL_TZ,
     CalendarOverrides,
     WorkingCalendar,
@@ -356,5 +357,33 @@ def test_bad_hours_refused(periods: tuple[tuple[time, time], ...], message: str)
 
 @pytest.mark.parametrize("text", ["", "08:30", "8.30-12", "08:30-12:00;13:30-17:30", "17:30-08:30"])
 def test_bad_hours_text_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="working period"):
+        WorkingHours.parse(text)
+
+
+def test_hours_until_midnight() -> None:
+    hours = WorkingHours.parse("00:00-24:00")
+    assert hours.closing == END_OF_DAY
+    calendar = WorkingCalendar.from_sources(hours=hours)
+    # Tuesday 23:59:30 plus 60 working seconds runs on past midnight into Wednesday.
+    assert calendar.add_working_seconds(at(2026, 3, 3, 23, 59, 30), 60) == at(2026, 3, 4, 0, 0, 30)
+    # Friday 23:59:30: the weekend rests, so the count goes on on Monday at 00:00.
+    assert calendar.add_working_seconds(at(2026, 3, 6, 23, 59, 30), 60) == at(2026, 3, 9, 0, 0, 30)
+    assert calendar.working_days_after(at(2026, 3, 3, 10), 1) == at(2026, 3, 5)
+    assert calendar.working_seconds_between(at(2026, 3, 3, 23), at(2026, 3, 4, 1)) == 7200
+    assert calendar.is_working_time(at(2026, 3, 3, 23, 59, 59) + timedelta(microseconds=999999))
+    assert calendar.is_working_time(at(2026, 3, 4))
+    assert not calendar.is_working_time(at(2026, 3, 7, 12))
+
+
+def test_hours_ending_at_midnight_after_a_break() -> None:
+    hours = WorkingHours.parse("08:00-12:00,20:00-24:00")
+    calendar = WorkingCalendar.from_sources(hours=hours)
+    assert calendar.add_working_minutes(at(2026, 3, 3, 11), 120) == at(2026, 3, 3, 21)
+    assert calendar.add_working_minutes(at(2026, 3, 3, 23), 120) == at(2026, 3, 4, 9)
+
+
+@pytest.mark.parametrize("text", ["24:00-24:00", "24:00-08:00", "00:00-25:00"])
+def test_bad_midnight_hours_refused(text: str) -> None:
     with pytest.raises(ValueError, match="working period"):
         WorkingHours.parse(text)

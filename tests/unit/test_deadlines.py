@@ -128,6 +128,16 @@ CASES = [
          pauses=((at(2026, 3, 10, 9), at(2026, 3, 11, 9)),)),
     Case("pause still open: clock stopped", R, at(2026, 3, 2, 9), None,
          pauses=((at(2026, 3, 3, 10), None),)),
+    Case("open pause begun before the start: clock never started", R, at(2026, 3, 2, 9), None,
+         pauses=((at(2026, 3, 1, 10), None),)),
+    Case("open pause begun after the due: a late case stays late", R, at(2026, 3, 2, 9), at(2026, 3, 9, 17, 30),
+         warn=at(2026, 3, 6, 16, 6), pauses=((at(2026, 3, 10, 9), None),)),
+    Case("open pause begun at the due itself is ignored", R, at(2026, 3, 2, 9), at(2026, 3, 9, 17, 30),
+         pauses=((at(2026, 3, 9, 17, 30), None),)),
+    Case("open pause after the due of an earlier closed pause", R, at(2026, 3, 2, 9), at(2026, 3, 10, 11),
+         pauses=((at(2026, 3, 3, 10), at(2026, 3, 3, 14)), (at(2026, 3, 10, 11), None))),
+    Case("open pause between warning and due stops the clock", R, at(2026, 3, 2, 9), None,
+         pauses=((at(2026, 3, 9, 9), None),)),
     Case("accept with a 30-minute pause", A, at(2026, 3, 3, 9), at(2026, 3, 3, 11, 30),
          warn=at(2026, 3, 3, 11, 6), pauses=((at(2026, 3, 3, 9, 30), at(2026, 3, 3, 10)),)),
     # --- extensions: the resolve due moves by N working days
@@ -136,6 +146,18 @@ CASES = [
     Case("extension over a weekend", R, at(2026, 3, 2, 9), at(2026, 3, 11, 17, 30), extension_days=2),
     Case("pause, then extension", R, at(2026, 9, 29, 15), at(2026, 10, 16, 17, 30), extension_days=3,
          pauses=((at(2026, 9, 30, 8, 30), at(2026, 9, 30, 17, 30)),)),
+    # --- short units (drills and tests) and the length of an extension day
+    Case("30 working minutes across lunch", A, at(2026, 3, 3, 11, 50), at(2026, 3, 3, 13, 50),
+         warn=at(2026, 3, 3, 13, 44), policy=SlaPolicy(accept=Window(unit=WindowUnit.MINUTES, amount=30))),
+    Case("90 working seconds from a rest day", A, at(2026, 3, 7, 10), at(2026, 3, 9, 8, 31, 30),
+         warn=at(2026, 3, 9, 8, 31, 12), policy=SlaPolicy(accept=Window(unit=WindowUnit.SECONDS, amount=90))),
+    Case("extension day of 60 working seconds: 3 minutes after 17:30", R, at(2026, 3, 2, 9), at(2026, 3, 10, 8, 33),
+         extension_days=3,
+         policy=SlaPolicy(extension_day=Window(unit=WindowUnit.SECONDS, amount=60))),
+    Case("extension day of 2 working hours: 4 hours after 17:30", R, at(2026, 3, 2, 9), at(2026, 3, 10, 14),
+         extension_days=2, policy=SlaPolicy(extension_day=Window.working_hours(2))),
+    Case("extension day of 2 working days", R, at(2026, 3, 2, 9), at(2026, 3, 13, 17, 30),
+         extension_days=2, policy=SlaPolicy(extension_day=Window.working_days(2))),
     # --- years the package does not know: weekends only, and the caller is told
     Case("2031: weekends only", R, at(2031, 3, 3, 10), at(2031, 3, 10, 17, 30), unknown_years=(2031,)),
     Case("2031: accept over a weekend", A, at(2031, 3, 7, 17), at(2031, 3, 10, 10), unknown_years=(2031,)),
@@ -484,3 +506,28 @@ def test_overrides_of_the_property_calendar_are_in_force() -> None:
     assert CALENDAR.is_working_day(at(2027, 2, 20).date())
     assert not CALENDAR.is_working_day(at(2027, 1, 1).date())
     assert isinstance(load_overrides(OVERRIDES_2027), CalendarOverrides)
+
+
+@PROPERTY
+@given(start=moments, stage=stages, urgency=urgencies, offset=st.integers(-5 * 24 * 60, 20 * 24 * 60))
+def test_an_open_pause_stops_the_clock_only_before_the_due(
+    start: datetime, stage: Stage, urgency: Urgency, offset: int
+) -> None:
+    plain = compute_deadline(SlaPolicy(), CALENDAR, stage, start, category=Category.OTHER, urgency=urgency)
+    assert plain is not None
+    paused_at = start + timedelta(minutes=offset)
+    held = compute_deadline(
+        SlaPolicy(), CALENDAR, stage, start, category=Category.OTHER, urgency=urgency, pauses=[(paused_at, None)]
+    )
+    if paused_at < plain.due_at:
+        assert held is None
+    else:
+        assert held == plain
+
+
+def test_window_working_time() -> None:
+    assert Window.working_hours(2).working_time == timedelta(hours=2)
+    assert Window(unit=WindowUnit.MINUTES, amount=3).working_time == timedelta(minutes=3)
+    assert Window(unit=WindowUnit.SECONDS, amount=7).working_time == timedelta(seconds=7)
+    assert Window.working_days(1).working_time is None
+    assert SlaPolicy().extension_day == Window.working_days(1)

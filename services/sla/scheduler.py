@@ -1,0 +1,191 @@
+"""The scheduler: fires the warnings and breaches of deadlines that fall due, from the `deadlines` table.
+
+One loop per process. Each round claims up to `batch_size` due rows with `FOR UPDATE SKIP LOCKED` (so replicas
+never fire the same deadline, and a row a consumer holds is left for the next round), decides with the pure
+`clockwork.fire`, writes the events into the outbox and the rows' new state in the same transaction, then commits.
+A replica killed mid-round never committed: its claims are released with its connection and claimed again.
+
+Between rounds it sleeps until the earliest next_fire_at, at most `poll_interval_s` (rows set by another replica
+are seen within that), and `wake()` cuts the sleep short when this process's consumer sets an earlier deadline.
+After a downtime, the backlog goes out in rounds of `batch_size`, each its own short transaction, so the consumer
+keeps running alongside; while a backlog is due (a round came back full), `parallel_rounds` rounds run at once on
+separate connections, so the database works on one while Python builds the other's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from prometheus_client import Histogram
+
+from services.sla import store
+from services.sla.clockwork import Firing, fire
+from shared.clock import Clock
+from shared.db import is_transient
+from shared.events.sla import SlaEventType
+from shared.kafka import Backoff, Health
+from shared.observability import Metrics
+
+log = logging.getLogger(__name__)
+
+# When the earliest due row is held by someone else (another replica is firing it, a consumer is deciding on it),
+# wait this long rather than spin.
+HELD_ROWS_WAIT_S = 0.05
+
+
+@dataclass(frozen=True)
+class FireReport:
+    """One round: what fired, and how late (committed minus meant-to-fire time, in seconds) each firing was."""
+
+    claimed: int = 0
+    warnings: int = 0
+    breaches: int = 0
+    lateness_s: list[float] = field(default_factory=list)
+
+    @property
+    def fired(self) -> int:
+        return self.warnings + self.breaches
+
+
+class Scheduler:
+    """The firing loop of one process."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        *,
+        sla_topic: str,
+        metrics: Metrics,
+        health: Health,
+        clock: Clock,
+        late_after: timedelta,
+        batch_size: int = 1000,
+        parallel_rounds: int = 2,
+        poll_interval_s: float = 1.0,
+        on_commit: Callable[[], None] | None = None,
+        on_report: Callable[[FireReport], None] | None = None,
+        lateness: Histogram | None = None,
+    ) -> None:
+        self._pool, self._metrics, self._health, self._clock = pool, metrics, health, clock
+        self._sla_topic = sla_topic
+        self._late_after, self._batch_size, self._poll_s = late_after, batch_size, poll_interval_s
+        self._parallel = max(1, parallel_rounds)
+        self._on_commit, self._on_report = on_commit, on_report
+        self._lateness = lateness
+        self._wakeup = asyncio.Event()
+        self._sleeping_until: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sla-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def wake(self, at: datetime | None = None) -> None:
+        """A deadline was set or moved to fire at `at`: look again now if that is before the planned wake-up."""
+        if at is None or self._sleeping_until is None or at < self._sleeping_until:
+            self._wakeup.set()
+
+    async def fire_due(self) -> FireReport:
+        """One round: claim, fire and commit up to `batch_size` due deadlines."""
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            claimed = await store.claim_due(conn, now, self._batch_size)
+            if not claimed:
+                return FireReport()
+            firings: list[Firing] = []
+            breached: list[int] = []
+            warned: list[int] = []
+            for row_id, row in claimed:
+                firing = fire(row, now, late_after=self._late_after)
+                if firing is None:
+                    continue
+                firings.append(firing)
+                (breached if firing.kind is SlaEventType.BREACHED else warned).append(row_id)
+            await store.save_fired(conn, breached, warned, now)
+            await store.enqueue_events(
+                conn, self._sla_topic, [(f.row.complaint_id.encode(), f.payload()) for f in firings]
+            )
+        committed = self._clock()
+        if self._on_commit is not None:
+            self._on_commit()
+        report = self._count(len(claimed), firings, committed)
+        if self._on_report is not None:
+            self._on_report(report)
+        return report
+
+    def _count(self, claimed: int, firings: list[Firing], committed: datetime) -> FireReport:
+        by_label: Counter[tuple[SlaEventType, str, str]] = Counter(
+            (f.kind, f.row.stage.value, f.row.department) for f in firings
+        )
+        for (kind, stage, department), n in by_label.items():
+            counter = self._metrics.sla_breaches if kind is SlaEventType.BREACHED else self._metrics.sla_warnings
+            counter.labels(stage, department).inc(n)
+        lateness = [(committed - f.target).total_seconds() for f in firings]
+        if self._lateness is not None:
+            for late_s in lateness:
+                self._lateness.observe(max(late_s, 0.0))
+        breaches = sum(n for (kind, _, _), n in by_label.items() if kind is SlaEventType.BREACHED)
+        return FireReport(claimed, len(firings) - breaches, breaches, lateness)
+
+    async def _run(self) -> None:
+        backoff = Backoff(first_s=0.2, cap_s=5.0)
+        backlog = False
+        while True:
+            # Cleared before the round, so a wake-up that comes while it runs is not lost.
+            self._wakeup.clear()
+            try:
+                reports = await self._rounds(self._parallel if backlog else 1)
+                backlog = any(r.claimed >= self._batch_size for r in reports)
+                nxt = None if backlog else await store.next_fire_at(self._pool)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - database away or a bug: the rows stay due, retry the round
+                self._health.fault("scheduler", exc)
+                self._metrics.transient_retries.labels("scheduler").inc()
+                level = logging.WARNING if is_transient(exc) else logging.ERROR
+                log.log(level, "scheduler round failed, will retry", extra={"error": repr(exc)[:300]})
+                await backoff.wait()
+                continue
+            self._health.clear("scheduler")
+            backoff.attempt = 0
+            if backlog:
+                await asyncio.sleep(0)  # more are due: go on, letting the consumer and the relay have a turn
+                continue
+            await self._sleep(nxt, nothing_fired=not any(r.claimed for r in reports))
+
+    async def _rounds(self, parallel: int) -> list[FireReport]:
+        """`parallel` rounds at once, each in its own transaction (SKIP LOCKED shares the rows out): while one
+        builds its events, the other's statements run in the database. Raises the first failure, after all end."""
+        if parallel == 1:
+            return [await self.fire_due()]
+        results = await asyncio.gather(*(self.fire_due() for _ in range(parallel)), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, FireReport)]
+
+    async def _sleep(self, nxt: datetime | None, *, nothing_fired: bool) -> None:
+        now = self._clock()
+        delay = self._poll_s if nxt is None else min(self._poll_s, max(0.0, (nxt - now).total_seconds()))
+        if nxt is not None and nxt <= now and nothing_fired:
+            delay = min(self._poll_s, HELD_ROWS_WAIT_S)  # due, yet none could be claimed: someone holds them
+        self._sleeping_until = now + timedelta(seconds=delay)
+        try:
+            async with asyncio.timeout(delay):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._sleeping_until = None
