@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.infra.ports import free_port, wait_for_port
+from shared.infra.ports import die_with_parent, free_port, wait_for_port
 
 KAFKA_VERSION = "4.1.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -165,6 +165,7 @@ class LocalKafka:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl call, safe before exec
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -35,3 +36,22 @@ def wait_for_port(port: int, timeout_s: float, host: str = "127.0.0.1") -> bool:
         except OSError:
             time.sleep(0.1)
     return False
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn`: the child gets SIGTERM when the process that started it dies, even by SIGKILL, so a killed
+    test run or `complaints dev` leaves no Kafka or PostgreSQL behind (Linux; elsewhere it does nothing).
+    libc is looked up here, in the parent: the child must only make the call."""
+    import ctypes
+    import signal as _signal
+    import sys as _sys
+
+    if not _sys.platform.startswith("linux"):
+        return lambda: None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def _preexec() -> None:
+        prctl(pr_set_pdeathsig, int(_signal.SIGTERM))
+
+    return _preexec

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.infra.kafka_local import InfraError
-from shared.infra.ports import free_port, wait_for_port
+from shared.infra.ports import die_with_parent, free_port, wait_for_port
 
 RUN_AS = "embedded_postgres"
 DATABASE = "complaints"
@@ -127,6 +127,7 @@ class LocalPostgres:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl call, safe before exec
             user=uid,
             group=gid,
         )
