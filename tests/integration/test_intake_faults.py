@@ -26,9 +26,14 @@ async def test_sigkill_mid_stream_loses_nothing_and_makes_nothing_twice(env: Env
     messages = [gen.next(NOW) for _ in range(4000)]
     want = expected_ids(messages)
     bad = sum(m.bad_reason is not None for m in messages)
-    await send_kafka(env, messages)  # a backlog, so the kill lands mid-stream
-
     intake = ServiceProcess("intake", env.environ(CONSUMER_MAX_RECORDS="100"), env.tmp / "intake.log").start()
+
+    async def stream() -> None:  # the traffic keeps coming, before, during and after the kill
+        for start in range(0, len(messages), 100):
+            await send_kafka(env, messages[start : start + 100])
+            await asyncio.sleep(0.1)
+
+    sender = asyncio.create_task(stream())
     try:
         async with httpx.AsyncClient(base_url=intake.url, timeout=5) as http:
             deadline = time.monotonic() + 60
@@ -40,6 +45,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_makes_nothing_twice(env: Env
         assert 300 <= done < len(want), f"the kill must land mid-stream (processed {done} of {len(want)})"
         intake.kill()
         intake.start()
+        await sender
 
         def complete(records: list) -> bool:
             got = {json.loads(r.value)["complaint_id"] for r in by_topic(records, env.topics.received)}
@@ -49,6 +55,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_makes_nothing_twice(env: Env
             env.bootstrap, [env.topics.received, env.topics.dlq], complete, timeout_s=120, settle_s=3
         )
     finally:
+        sender.cancel()
         intake.stop()
 
     copies: dict[str, set[bytes]] = defaultdict(set)
