@@ -120,16 +120,17 @@ async def _drain(bootstrap: str, topics: list[str], expected: int, timeout_s: fl
     return seen, last - (first or last)
 
 
-async def _latency(bootstrap: str, topics: Topics, rate: float, seconds: float, seed: int) -> list[float]:
-    gen = TrafficGenerator(seed=seed, duplicates=0.0, bad=0.0, run_tag="LAT")
+async def _latency(
+    bootstrap: str, topics: Topics, rate: float, seconds: float, seed: int, outputs: list[str]
+) -> dict[str, list[float]]:
+    """Send raw messages at `rate`; per output topic, the seconds from each send to the first event of that
+    complaint read back from the topic."""
+    gen = TrafficGenerator(seed=seed, duplicates=0.0, bad=0.0, run_tag=f"LAT{seed}")
     sent_at: dict[str, float] = {}
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {topic: [] for topic in outputs}
+    seen: dict[str, set[str]] = {topic: set() for topic in outputs}
     consumer = AIOKafkaConsumer(
-        topics.received,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-        group_id=None,
+        *outputs, bootstrap_servers=bootstrap, auto_offset_reset="latest", enable_auto_commit=False, group_id=None
     )
     await consumer.start()
     await asyncio.sleep(1.0)  # let the consumer take its partitions before sending
@@ -140,9 +141,13 @@ async def _latency(bootstrap: str, topics: Topics, rate: float, seconds: float, 
             now = time.perf_counter()
             for rs in batch.values():
                 for r in rs:
-                    source = json.loads(r.value)["source_id"]
-                    if source in sent_at:
-                        latencies.append(now - sent_at.pop(source))
+                    complaint_id = json.loads(r.value)["complaint_id"]
+                    if complaint_id in sent_at and complaint_id not in seen[r.topic]:
+                        seen[r.topic].add(complaint_id)
+                        latencies[r.topic].append(now - sent_at[complaint_id])
+
+    def outstanding() -> bool:
+        return any(len(s) < len(sent_at) for s in seen.values())
 
     reader = asyncio.create_task(read())
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
@@ -156,12 +161,12 @@ async def _latency(bootstrap: str, topics: Topics, rate: float, seconds: float, 
                 await asyncio.sleep(due - time.perf_counter())
             msg = gen.next()
             assert msg.key is not None
-            sent_at[msg.key] = time.perf_counter()
+            sent_at[f"{msg.channel.value}:{msg.key}"] = time.perf_counter()
             await producer.send(topics.intake(msg.channel), msg.body, key=msg.key.encode())
             n += 1
         await producer.flush()
         deadline = time.perf_counter() + 30
-        while sent_at and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling a plain dict the reader drains
+        while outstanding() and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling what the reader fills
             await asyncio.sleep(0.1)
     finally:
         reader.cancel()
@@ -169,6 +174,17 @@ async def _latency(bootstrap: str, topics: Topics, rate: float, seconds: float, 
         await producer.stop()
         await consumer.stop()
     return latencies
+
+
+def _print_latency(label: str, rate: float, seconds: float, lat: list[float]) -> None:
+    if not lat:
+        print(f"{label}: nothing came back")
+        return
+    print(
+        f"{label} at {rate:,.0f}/s for {seconds:.0f} s, {len(lat)} messages: "
+        f"p50 {_pct(lat, 50) * 1000:.1f} ms, p95 {_pct(lat, 95) * 1000:.1f} ms, "
+        f"p99 {_pct(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms, mean {statistics.mean(lat) * 1000:.1f} ms"
+    )
 
 
 def run_bench_cli(args: argparse.Namespace) -> int:
@@ -234,14 +250,8 @@ def run_bench_cli(args: argparse.Namespace) -> int:
             f"                              ratio {seen / span / base if span and base else float('nan'):>10.2f}"
             " of the baseline"
         )
-        lat = asyncio.run(_latency(bootstrap, topics, args.rate, args.seconds, seed=2))
-        if lat:
-            print(
-                f"latency at {args.rate:,.0f}/s for {args.seconds:.0f} s (raw sent → complaint.received read), "
-                f"{len(lat)} messages: p50 {_pct(lat, 50) * 1000:.1f} ms, p95 {_pct(lat, 95) * 1000:.1f} ms, "
-                f"p99 {_pct(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms, "
-                f"mean {statistics.mean(lat) * 1000:.1f} ms"
-            )
+        lat = asyncio.run(_latency(bootstrap, topics, args.rate, args.seconds, 2, [topics.received]))
+        _print_latency("latency raw sent → complaint.received read", args.rate, args.seconds, lat[topics.received])
         try:
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             batches = [
@@ -262,6 +272,68 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     finally:
         if proc is not None:
             proc.terminate()
+            proc.wait(30)
+        if kafka:
+            kafka.stop()
+        if pg:
+            pg.stop()
+    return 0
+
+
+def run_routing_bench(args: argparse.Namespace) -> int:
+    """`complaints bench routing`: time from a raw message on the intake topics to its `complaint.assigned`, with
+    the intake hop alone (raw → `complaint.received`) measured on the same messages as the baseline."""
+    kafka = pg = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    database = os.environ.get("DATABASE_URL")
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if not bootstrap:
+            kafka = LocalKafka().start()
+            bootstrap = kafka.bootstrap
+        if not database:
+            pg = LocalPostgres().start()
+            database = pg.url
+        prefix = f"benchr{int(time.time())}."
+        topics = Topics(prefix)
+        settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=database, topic_prefix=prefix)
+        asyncio.run(migrate(database, ("intake", "routing")))
+        asyncio.run(ensure_topics(settings, topics.all()))
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DATABASE_URL": database,
+            "TOPIC_PREFIX": prefix,
+            "LOG_LEVEL": "WARNING",
+        }
+        for name in ("intake", "routing"):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(  # noqa: S603 - our own CLI
+                    [sys.executable, "-m", "shared.cli", "run", name, "--port", str(port)],
+                    env={**env, "HTTP_PORT": str(port)},
+                    stdout=(work / f"{name}.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+        print(f"machine: {os.cpu_count()} cores; Kafka, PostgreSQL, intake, routing and this load on the same box")
+        asyncio.run(_latency(bootstrap, topics, min(args.rate, 50.0), 3.0, 3, [topics.received, topics.assigned]))
+        lat = asyncio.run(_latency(bootstrap, topics, args.rate, args.seconds, 4, [topics.received, topics.assigned]))
+        _print_latency("baseline: raw sent → complaint.received read", args.rate, args.seconds, lat[topics.received])
+        _print_latency("raw sent → complaint.assigned read          ", args.rate, args.seconds, lat[topics.assigned])
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
             proc.wait(30)
         if kafka:
             kafka.stop()

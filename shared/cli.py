@@ -91,9 +91,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from services.sla.bench import run_sla_bench
 
         return run_sla_bench(args)
-    from shared.bench import run_bench_cli
+    from shared.bench import run_bench_cli, run_routing_bench
 
-    return run_bench_cli(args)
+    return run_routing_bench(args) if args.target == "routing" else run_bench_cli(args)
 
 
 def _cmd_dlq_replay(args: argparse.Namespace) -> int:
@@ -151,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_cmd_simulate)
 
     bench = sub.add_parser("bench", help="measure throughput and latency")
-    bench.add_argument("target", choices=["intake", "sla"], nargs="?", default="intake")
+    bench.add_argument("target", choices=["intake", "routing", "sla"], nargs="?", default="intake")
     bench.add_argument("--count", type=int, default=20000, help="intake: raw messages in the backlog phase")
-    bench.add_argument("--rate", type=float, default=1000.0, help="intake: rate of the latency phase")
-    bench.add_argument("--seconds", type=float, default=10.0, help="intake: length of the latency phase")
+    bench.add_argument("--rate", type=float, default=1000.0, help="intake, routing: rate of the latency phase")
+    bench.add_argument("--seconds", type=float, default=10.0, help="intake, routing: length of the latency phase")
     bench.add_argument("--total", type=int, default=1_000_000, help="sla: pending deadlines loaded")
     bench.add_argument("--due", type=int, default=10_000, help="sla: deadlines falling due at the same instant")
     bench.add_argument("--batch", type=int, default=1000, help="sla: deadlines claimed per scheduler round")
