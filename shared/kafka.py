@@ -11,19 +11,24 @@ failing for another reason by processing the batch one record at a time.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from shared.db import is_transient
+from shared.events import DeadLetter
+from shared.observability import mask_phones_in_text
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -206,3 +211,29 @@ async def _give_up_durably(
             await backoff.wait()
         else:
             return
+
+
+def dead_letter_of(
+    record: RawRecord, error_type: str, reason: str, now: datetime, *, service: str, attempts: int = 1
+) -> DeadLetter:
+    """The dead letter of a consumed record. Its id comes from (service, topic, partition, offset): a redelivery or a
+    replay from offset 0 makes no second one, and two services giving up on the same record make two."""
+    return DeadLetter(
+        dead_letter_id=uuid5(NAMESPACE_URL, f"dlq:{service}:{record.topic}:{record.partition}:{record.offset}"),
+        source_topic=record.topic,
+        source_key=record.key_text,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        service=service,
+        reason=mask_phones_in_text(reason)[:2000],
+        error_type=error_type,
+        first_seen_at=now,
+        attempts=attempts,
+        payload_b64=base64.b64encode(record.value).decode("ascii"),
+    )
+
+
+async def raw_decoder(msg: Any, original: Any = None) -> Any:
+    """FastStream decoder that hands the handler raw bytes: parsing is the handler's job, so a record that does not
+    parse becomes a dead letter instead of failing before the handler."""
+    return msg.body

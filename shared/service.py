@@ -8,6 +8,7 @@ Nothing here runs at import time; `create_service_app` returns an app whose life
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from shared.auth import KeyRing, Principal
 from shared.clock import Clock, system_clock
 from shared.db import create_pool, ping
-from shared.kafka import Health, ensure_topics, make_producer
+from shared.kafka import BatchFn, GiveUpFn, Health, RawRecord, ensure_topics, make_producer, process_with_retries
 from shared.lag import LagMonitor
 from shared.migrate import migrate
 from shared.observability import Metrics, setup_logging
@@ -230,3 +231,35 @@ async def principal(request: Request) -> Principal:
 
 
 CallerDep = Depends(principal)
+
+
+async def consume_batch(
+    ctx: ServiceContext, msg: Any, handle: BatchFn, give_up: GiveUpFn, *, group: str, where: str = "consumer"
+) -> None:
+    """One consumed batch: run `handle` until its effects are durable (retries and dead letters as in
+    `process_with_retries`), then commit the offsets, then count the batch."""
+    started = time.perf_counter()
+    records = [RawRecord.of(r) for r in msg.raw_message]
+    await process_with_retries(
+        records,
+        handle,
+        give_up,
+        where=where,
+        health=ctx.health,
+        on_retry=ctx.metrics.transient_retries.labels(where).inc,
+    )
+    await msg.ack()
+    ctx.metrics.batch_seconds.labels(group).observe(time.perf_counter() - started)
+    ctx.metrics.batch_records.labels(group).observe(len(records))
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise HTTPException(
+                413, {"error": "too_large", "reason": f"body is over the limit of {limit} bytes ({limit // 1024} KiB)"}
+            )
+    return bytes(body)

@@ -7,12 +7,8 @@ messages in one transaction; the outbox relay publishes them. Offsets are commit
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import time
-from datetime import datetime
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -25,32 +21,15 @@ from shared.auth import Principal
 from shared.db import is_transient
 from shared.domain import Channel
 from shared.events import ComplaintReceived, DeadLetter
-from shared.kafka import RawRecord, process_with_retries
+from shared.kafka import RawRecord, dead_letter_of, raw_decoder
 from shared.observability import mask_phones_in_text
-from shared.service import CallerDep, ServiceContext, context, create_service_app
+from shared.service import CallerDep, ServiceContext, consume_batch, context, create_service_app, read_limited
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 SERVICE = "intake"
 GROUP = "intake"
 _HTTP_STATUS = {"too_large": 413, "invalid_utf8": 400, "invalid_json": 400, "not_an_object": 400}
-
-
-def dead_letter_of(record: RawRecord, rejection: Rejection, now: datetime, attempts: int = 1) -> DeadLetter:
-    """The dead letter of a raw record; its id is derived from the record's place, so a replay makes no second one."""
-    return DeadLetter(
-        dead_letter_id=uuid5(NAMESPACE_URL, f"dlq:{record.topic}:{record.partition}:{record.offset}"),
-        source_topic=record.topic,
-        source_key=record.key_text,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        service=SERVICE,
-        reason=mask_phones_in_text(rejection.reason),
-        error_type=rejection.error_type,
-        first_seen_at=now,
-        attempts=attempts,
-        payload_b64=base64.b64encode(record.value).decode("ascii"),
-    )
 
 
 class Intake:
@@ -68,12 +47,14 @@ class Intake:
             channel = ctx.topics.channel_of(record.topic)
             if channel is None:
                 letters.append(
-                    dead_letter_of(record, Rejection("unknown_topic", f"intake does not read {record.topic}"), now)
+                    dead_letter_of(
+                        record, "unknown_topic", f"intake does not read {record.topic}", now, service=SERVICE
+                    )
                 )
                 continue
             result = normalize(channel, record.value, now)
             if isinstance(result, Rejection):
-                letters.append(dead_letter_of(record, result, now))
+                letters.append(dead_letter_of(record, result.error_type, result.reason, now, service=SERVICE))
             else:
                 complaints.append(result)
         async with ctx.pool.acquire() as conn, conn.transaction():
@@ -112,9 +93,8 @@ class Intake:
     async def give_up(self, record: RawRecord, exc: BaseException, attempts: int) -> None:
         """A record that failed for good for a reason other than its data (a bug): dead-lettered, counted."""
         now = self.ctx.clock()
-        letter = dead_letter_of(
-            record, Rejection("processing_failed", f"{type(exc).__name__}: {exc}"[:500]), now, attempts
-        )
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        letter = dead_letter_of(record, "processing_failed", reason, now, service=SERVICE, attempts=attempts)
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             saved = await store.save(
                 conn,
@@ -129,25 +109,7 @@ class Intake:
         self.ctx.relay.wake()
 
     async def on_batch(self, msg: Any) -> None:
-        started = time.perf_counter()
-        records = [RawRecord.of(r) for r in msg.raw_message]
-        await process_with_retries(
-            records,
-            self.ingest,
-            self.give_up,
-            where="consumer",
-            health=self.ctx.health,
-            on_retry=self.ctx.metrics.transient_retries.labels("consumer").inc,
-        )
-        await msg.ack()
-        group = f"{self.ctx.settings.topic_prefix}{GROUP}"
-        self.ctx.metrics.batch_seconds.labels(group).observe(time.perf_counter() - started)
-        self.ctx.metrics.batch_records.labels(group).observe(len(records))
-
-
-async def _raw_decoder(msg: Any, original: Any = None) -> Any:
-    # Raw bytes only: decoding is normalize()'s job, so a message that is not JSON reaches it and becomes a dead letter.
-    return msg.body
+        await consume_batch(self.ctx, msg, self.ingest, self.give_up, group=f"{self.ctx.settings.topic_prefix}{GROUP}")
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -165,7 +127,7 @@ async def setup(ctx: ServiceContext) -> None:
         fetch_max_wait_ms=100,  # aiokafka's 500 ms default shows up as tail latency on every hop
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
-        decoder=_raw_decoder,
+        decoder=raw_decoder,
         title="intake.raw",
         description="Raw hotline, complaint-line and supervisor messages (contract 2); each becomes "
         "complaint.received or a dead letter.",
@@ -192,17 +154,6 @@ async def setup(ctx: ServiceContext) -> None:
 router = APIRouter(tags=["intake"])
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise HTTPException(
-                413, {"error": "too_large", "reason": f"body is over the limit of {limit} bytes (64 KiB)"}
-            )
-    return bytes(body)
-
-
 @router.post("/v1/intake/{channel}", status_code=202, summary="Submit a raw complaint of a channel (contract 2)")
 async def post_intake(channel: str, request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx = context(request)
@@ -212,7 +163,7 @@ async def post_intake(channel: str, request: Request, caller: Principal = Caller
         raise HTTPException(404, {"error": "unknown_channel", "reason": f"no channel {channel!r}"}) from None
     if not caller.may_post_channel(chan.value):
         raise HTTPException(403, {"error": "forbidden", "reason": f"this key may not post to channel {chan.value}"})
-    raw = await _read_limited(request, MAX_BODY_BYTES)
+    raw = await read_limited(request, MAX_BODY_BYTES)
     now = ctx.clock()
     result = normalize(chan, raw, now)
     if isinstance(result, Rejection):

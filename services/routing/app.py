@@ -10,15 +10,12 @@ Offsets are committed only after that commit.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
-from uuid import NAMESPACE_URL, uuid5
 
 import asyncpg
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -62,9 +59,9 @@ from shared.events import (
     LifecycleChanged,
     SlaEvent,
 )
-from shared.kafka import RawRecord, process_with_retries
-from shared.observability import mask_phones_in_text
-from shared.service import CallerDep, ServiceContext, context, create_service_app
+from shared.kafka import RawRecord, raw_decoder
+from shared.kafka import dead_letter_of as shared_dead_letter
+from shared.service import CallerDep, ServiceContext, consume_batch, context, create_service_app, read_limited
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,20 +133,7 @@ def load_rule_book(settings: Settings) -> RuleBook:
 
 
 def dead_letter_of(record: RawRecord, error_type: str, reason: str, now: datetime, attempts: int = 1) -> DeadLetter:
-    """The dead letter of a record; its id comes from the record's place, so a redelivery makes no second one."""
-    return DeadLetter(
-        dead_letter_id=uuid5(NAMESPACE_URL, f"dlq:{record.topic}:{record.partition}:{record.offset}"),
-        source_topic=record.topic,
-        source_key=record.key_text,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        service=SERVICE,
-        reason=mask_phones_in_text(reason)[:2000],
-        error_type=error_type,
-        first_seen_at=now,
-        attempts=attempts,
-        payload_b64=base64.b64encode(record.value).decode("ascii"),
-    )
+    return shared_dead_letter(record, error_type, reason, now, service=SERVICE, attempts=attempts)
 
 
 def parse(model: type[M], record: RawRecord) -> M | tuple[str, str]:
@@ -452,24 +436,7 @@ class Router:
     async def on_batch(
         self, msg: Any, group: str, where: str, handle: Callable[[list[RawRecord]], Awaitable[None]]
     ) -> None:
-        started = time.perf_counter()
-        records = [RawRecord.of(r) for r in msg.raw_message]
-        await process_with_retries(
-            records,
-            handle,
-            self.give_up,
-            where=where,
-            health=self.ctx.health,
-            on_retry=self.ctx.metrics.transient_retries.labels(where).inc,
-        )
-        await msg.ack()
-        self.ctx.metrics.batch_seconds.labels(group).observe(time.perf_counter() - started)
-        self.ctx.metrics.batch_records.labels(group).observe(len(records))
-
-
-async def _raw_decoder(msg: Any, original: Any = None) -> Any:
-    # Raw bytes only: parsing is the handler's job, so a record that does not parse becomes a dead letter.
-    return msg.body
+        await consume_batch(self.ctx, msg, handle, self.give_up, group=group, where=where)
 
 
 def _subscribe(
@@ -492,7 +459,7 @@ def _subscribe(
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
-        decoder=_raw_decoder,
+        decoder=raw_decoder,
         title=f"routing.{name}",
         description=description,
     )
@@ -578,15 +545,6 @@ def _routing(request: Request) -> tuple[ServiceContext, Router]:
     return ctx, found
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise HTTPException(413, {"error": "too_large", "reason": f"body is over the limit of {limit} bytes"})
-    return bytes(body)
-
-
 def _parse_body(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate_json(raw)
@@ -623,7 +581,7 @@ async def post_action(complaint_id: str, request: Request, caller: Principal = C
     department = caller.department()
     if department is None:
         raise HTTPException(403, {"error": "forbidden", "reason": "only a department key may act on a case"})
-    action = _parse_body(DepartmentAction, await _read_limited(request, MAX_ACTION_BYTES))
+    action = _parse_body(DepartmentAction, await read_limited(request, MAX_ACTION_BYTES))
     if action.complaint_id != complaint_id:
         raise HTTPException(
             422, {"error": "invalid", "reason": f"the path names case {complaint_id}, the body {action.complaint_id}"}
@@ -745,7 +703,7 @@ def _json_object(value: Any) -> dict[str, Any]:
 async def dry_run(request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx, routing = _routing(request)
     _require_admin(caller)
-    req = _parse_body(DryRunRequest, await _read_limited(request, MAX_RULES_BYTES))
+    req = _parse_body(DryRunRequest, await read_limited(request, MAX_RULES_BYTES))
     unknown = [code for code in req.exclude if not is_department(code)]
     if unknown:
         raise HTTPException(
@@ -849,7 +807,7 @@ async def get_rules(version: str, request: Request, caller: Principal = CallerDe
 async def post_rules(request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx, routing = _routing(request)
     _require_admin(caller)
-    raw = await _read_limited(request, MAX_RULES_BYTES)
+    raw = await read_limited(request, MAX_RULES_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -9,14 +9,12 @@ events (through the outbox) are saved together; the offsets are committed after 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 import asyncpg
 import yaml
@@ -35,9 +33,10 @@ from shared.calendar import WorkingCalendar, WorkingHours, as_local, load_overri
 from shared.clock import Clock, system_clock
 from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
 from shared.events.sla import SlaEventType
-from shared.kafka import RawRecord, process_with_retries
-from shared.observability import Metrics, mask_phones_in_text
-from shared.service import ServiceContext, create_service_app
+from shared.kafka import RawRecord, raw_decoder
+from shared.kafka import dead_letter_of as shared_dead_letter
+from shared.observability import Metrics
+from shared.service import ServiceContext, consume_batch, create_service_app
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,19 +106,7 @@ def build_calendar(settings: Settings, sla: SlaSettings, metrics: Metrics) -> Wo
 
 def dead_letter_of(record: RawRecord, error_type: str, reason: str, now: datetime, attempts: int = 1) -> DeadLetter:
     """A record the clock cannot read; its id comes from the record's place, so a redelivery makes no second one."""
-    return DeadLetter(
-        dead_letter_id=uuid5(NAMESPACE_URL, f"dlq:{SERVICE}:{record.topic}:{record.partition}:{record.offset}"),
-        source_topic=record.topic,
-        source_key=record.key_text,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        service=SERVICE,
-        reason=mask_phones_in_text(reason)[:2000],
-        error_type=error_type,
-        first_seen_at=now,
-        attempts=attempts,
-        payload_b64=base64.b64encode(record.value).decode("ascii"),
-    )
+    return shared_dead_letter(record, error_type, reason, now, service=SERVICE, attempts=attempts)
 
 
 class ClockConsumer:
@@ -240,20 +227,7 @@ class ClockConsumer:
         self.ctx.relay.wake()
 
     async def on_batch(self, msg: Any) -> None:
-        started = time.perf_counter()
-        records = [RawRecord.of(r) for r in msg.raw_message]
-        await process_with_retries(
-            records,
-            self.ingest,
-            self.give_up,
-            where="consumer",
-            health=self.ctx.health,
-            on_retry=self.ctx.metrics.transient_retries.labels("consumer").inc,
-        )
-        await msg.ack()
-        group = f"{self.ctx.settings.topic_prefix}{GROUP}"
-        self.ctx.metrics.batch_seconds.labels(group).observe(time.perf_counter() - started)
-        self.ctx.metrics.batch_records.labels(group).observe(len(records))
+        await consume_batch(self.ctx, msg, self.ingest, self.give_up, group=f"{self.ctx.settings.topic_prefix}{GROUP}")
 
 
 class OverdueGauge:
@@ -290,11 +264,6 @@ class OverdueGauge:
             except Exception as exc:  # noqa: BLE001 - a gauge can wait for the next round
                 log.warning("overdue gauge not refreshed", extra={"error": repr(exc)[:300]})
             await asyncio.sleep(self.interval_s)
-
-
-async def _raw_decoder(msg: Any, original: Any = None) -> Any:
-    # Raw bytes only: decode() validates record by record, so one bad record cannot fail its batch.
-    return msg.body
 
 
 def _setup(sla: SlaSettings | None) -> Any:
@@ -354,7 +323,7 @@ def _setup(sla: SlaSettings | None) -> Any:
                 batch_timeout_ms=50,
                 auto_offset_reset="earliest",
                 ack_policy=AckPolicy.MANUAL,
-                decoder=_raw_decoder,
+                decoder=raw_decoder,
                 title=f"sla:{topic}",
                 description=f"{model.__name__}: {what}.",
             )
