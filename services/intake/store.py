@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.deadletters import dead_letter_message, store_dead_letters
 from shared.events import ComplaintReceived, DeadLetter
 from shared.outbox import OutboxMessage, enqueue
 
@@ -19,15 +20,6 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $
      AS c(complaint_id, channel, source_id, event_id, received_at, event)
 ON CONFLICT (complaint_id) DO NOTHING
 RETURNING complaint_id
-"""
-
-SQL_INSERT_DEAD_LETTERS = """
-INSERT INTO dead_letters (dead_letter_id, source_topic, source_partition, source_offset, source_key,
-                          error_type, reason, first_seen_at, attempts, payload)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-                     $8::timestamptz[], $9::int[], $10::bytea[])
-ON CONFLICT DO NOTHING
-RETURNING dead_letter_id
 """
 
 SQL_GET = "SELECT event::text FROM complaints WHERE complaint_id = $1"
@@ -73,30 +65,11 @@ async def save(
                 fresh.append((c, text))
             else:
                 dupes.append(c)
-    new_letters: list[DeadLetter] = []
-    if dead_letters:
-        rows = await conn.fetch(
-            SQL_INSERT_DEAD_LETTERS,
-            [d.dead_letter_id for d in dead_letters],
-            [d.source_topic for d in dead_letters],
-            [d.source_partition for d in dead_letters],
-            [d.source_offset for d in dead_letters],
-            [d.source_key for d in dead_letters],
-            [d.error_type for d in dead_letters],
-            [d.reason for d in dead_letters],
-            [d.first_seen_at for d in dead_letters],
-            [d.attempts for d in dead_letters],
-            [d.payload() for d in dead_letters],
-        )
-        kept = {r["dead_letter_id"] for r in rows}
-        new_letters = [d for d in dead_letters if d.dead_letter_id in kept]
+    new_letters = await store_dead_letters(conn, dead_letters)
     await enqueue(
         conn,
         [OutboxMessage(received_topic, c.complaint_id.encode(), text.encode()) for c, text in fresh]
-        + [
-            OutboxMessage(dlq_topic, d.source_key.encode() if d.source_key is not None else None, d.to_json_bytes())
-            for d in new_letters
-        ],
+        + [dead_letter_message(d, dlq_topic) for d in new_letters],
     )
     return SaveResult([c for c, _ in fresh], dupes, new_letters)
 

@@ -16,6 +16,7 @@ import asyncpg
 
 from services.routing.casework import CaseFacts, Effects, snapshot_from_json, snapshot_to_json
 from services.routing.lifecycle import CaseSnapshot
+from shared.deadletters import dead_letter_message, store_dead_letters
 from shared.domain import Category, Channel
 from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, SlaEvent
 from shared.outbox import OutboxMessage, enqueue
@@ -95,15 +96,6 @@ ON CONFLICT (complaint_id, stage, round) DO UPDATE
 SET department = EXCLUDED.department, due_at = EXCLUDED.due_at, status = EXCLUDED.status,
     escalate_to = COALESCE(EXCLUDED.escalate_to, deadlines.escalate_to), late = EXCLUDED.late,
     updated_at = EXCLUDED.updated_at, last_event_id = EXCLUDED.last_event_id
-"""
-
-SQL_INSERT_DEAD_LETTERS = """
-INSERT INTO dead_letters (dead_letter_id, source_topic, source_partition, source_offset, source_key,
-                          error_type, reason, first_seen_at, attempts, payload)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-                     $8::timestamptz[], $9::int[], $10::bytea[])
-ON CONFLICT DO NOTHING
-RETURNING dead_letter_id
 """
 
 SQL_INSERT_RULE_SET = """
@@ -364,30 +356,8 @@ async def save_dead_letters(
     conn: asyncpg.Connection[Any], letters: Sequence[DeadLetter], dlq_topic: str
 ) -> list[DeadLetter]:
     """Dead letters stored and put in the outbox; returns the new ones (a redelivered record gives none)."""
-    if not letters:
-        return []
-    rows = await conn.fetch(
-        SQL_INSERT_DEAD_LETTERS,
-        [d.dead_letter_id for d in letters],
-        [d.source_topic for d in letters],
-        [d.source_partition for d in letters],
-        [d.source_offset for d in letters],
-        [d.source_key for d in letters],
-        [d.error_type for d in letters],
-        [d.reason for d in letters],
-        [d.first_seen_at for d in letters],
-        [d.attempts for d in letters],
-        [d.payload() for d in letters],
-    )
-    kept = {r["dead_letter_id"] for r in rows}
-    fresh = [d for d in letters if d.dead_letter_id in kept]
-    await enqueue(
-        conn,
-        [
-            OutboxMessage(dlq_topic, d.source_key.encode() if d.source_key is not None else None, d.to_json_bytes())
-            for d in fresh
-        ],
-    )
+    fresh = await store_dead_letters(conn, letters)
+    await enqueue(conn, [dead_letter_message(d, dlq_topic) for d in fresh])
     return fresh
 
 

@@ -31,6 +31,7 @@ from services.sla.policy import SlaPolicy
 from services.sla.scheduler import Scheduler
 from shared.calendar import WorkingCalendar, WorkingHours, as_local, load_overrides
 from shared.clock import Clock, system_clock
+from shared.deadletters import store_dead_letters
 from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
 from shared.events.sla import SlaEventType
 from shared.kafka import RawRecord, raw_decoder
@@ -178,7 +179,7 @@ class ClockConsumer:
             )
             await store.save_cases(conn, list(result.cases.values()), now)
             await store.save_deadlines(conn, result.deadlines, now)
-            new_letters = await store.save_dead_letters(conn, letters)
+            new_letters = await store_dead_letters(conn, letters)
             await store.publish(conn, result.events, new_letters, sla_topic=ctx.topics.sla, dlq_topic=ctx.topics.dlq)
         self._count(fresh, result, new_letters)
         ctx.relay.wake()
@@ -220,7 +221,7 @@ class ClockConsumer:
         now = self.ctx.clock()
         letter = dead_letter_of(record, "processing_failed", f"{type(exc).__name__}: {exc}"[:500], now, attempts)
         async with self.ctx.pool.acquire() as conn, conn.transaction():
-            new_letters = await store.save_dead_letters(conn, [letter])
+            new_letters = await store_dead_letters(conn, [letter])
             await store.publish(conn, [], new_letters, sla_topic=self.ctx.topics.sla, dlq_topic=self.ctx.topics.dlq)
         for fresh in new_letters:
             self.ctx.metrics.dead_letters.labels(fresh.source_topic).inc()

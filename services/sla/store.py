@@ -18,6 +18,7 @@ import asyncpg
 
 from services.sla.clockwork import CaseClock, DeadlineRow, DeadlineState, Key
 from services.sla.policy import SlaPolicy
+from shared.deadletters import dead_letter_message
 from shared.events import DeadLetter, SlaEvent
 from shared.events.sla import Stage
 from shared.outbox import OutboxMessage, enqueue
@@ -112,15 +113,6 @@ SELECT department, stage, sum(n)::bigint AS n FROM (
     SELECT department, stage, count(*) AS n FROM deadlines
     WHERE next_fire_at <= $1 AND due_at <= $1 GROUP BY department, stage
 ) AS overdue GROUP BY department, stage
-"""
-
-SQL_INSERT_DEAD_LETTERS = """
-INSERT INTO dead_letters (dead_letter_id, source_topic, source_partition, source_offset, source_key,
-                          error_type, reason, first_seen_at, attempts, payload)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-                     $8::timestamptz[], $9::int[], $10::bytea[])
-ON CONFLICT DO NOTHING
-RETURNING dead_letter_id
 """
 
 
@@ -248,27 +240,6 @@ async def overdue_open(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], now: d
     return {(r["department"], r["stage"]): r["n"] for r in await conn.fetch(SQL_OVERDUE_OPEN, now)}
 
 
-async def save_dead_letters(conn: asyncpg.Connection[Any], letters: Sequence[DeadLetter]) -> list[DeadLetter]:
-    """Store dead letters (one per source record, however often it is redelivered); returns the new ones."""
-    if not letters:
-        return []
-    rows = await conn.fetch(
-        SQL_INSERT_DEAD_LETTERS,
-        [d.dead_letter_id for d in letters],
-        [d.source_topic for d in letters],
-        [d.source_partition for d in letters],
-        [d.source_offset for d in letters],
-        [d.source_key for d in letters],
-        [d.error_type for d in letters],
-        [d.reason for d in letters],
-        [d.first_seen_at for d in letters],
-        [d.attempts for d in letters],
-        [d.payload() for d in letters],
-    )
-    kept = {r["dead_letter_id"] for r in rows}
-    return [d for d in letters if d.dead_letter_id in kept]
-
-
 async def publish(
     conn: asyncpg.Connection[Any],
     events: Sequence[SlaEvent],
@@ -281,8 +252,5 @@ async def publish(
     await enqueue(
         conn,
         [OutboxMessage(sla_topic, e.complaint_id.encode(), e.to_json_bytes()) for e in events]
-        + [
-            OutboxMessage(dlq_topic, d.source_key.encode() if d.source_key is not None else None, d.to_json_bytes())
-            for d in letters
-        ],
+        + [dead_letter_message(d, dlq_topic) for d in letters],
     )
