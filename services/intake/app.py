@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
 from services.intake import store
@@ -21,9 +20,17 @@ from shared.auth import Principal
 from shared.db import is_transient
 from shared.domain import Channel
 from shared.events import ComplaintReceived, DeadLetter
-from shared.kafka import RawRecord, dead_letter_of, raw_decoder
+from shared.kafka import RawRecord, dead_letter_of
 from shared.observability import mask_phones_in_text
-from shared.service import CallerDep, ServiceContext, consume_batch, context, create_service_app, read_limited
+from shared.service import (
+    CallerDep,
+    ServiceContext,
+    batch_subscriber,
+    consume_batch,
+    context,
+    create_service_app,
+    read_limited,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,16 +125,10 @@ async def setup(ctx: ServiceContext) -> None:
     raw_topics = [ctx.topics.intake(channel) for channel in Channel]
     # One consumer for the three raw topics: bigger batches and one commit per batch, rather than three consumers
     # taking turns on the event loop with small ones.
-    subscriber = ctx.broker.subscriber(
+    subscriber = batch_subscriber(
+        ctx,
         *raw_topics,
         group_id=ctx.group(GROUP, *raw_topics),
-        batch=True,
-        max_records=ctx.settings.consumer_max_records,
-        batch_timeout_ms=50,
-        fetch_max_wait_ms=100,  # aiokafka's 500 ms default shows up as tail latency on every hop
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
-        decoder=raw_decoder,
         title="intake.raw",
         description="Raw hotline, complaint-line and supervisor messages (contract 2); each becomes "
         "complaint.received or a dead letter.",

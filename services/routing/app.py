@@ -20,7 +20,6 @@ from typing import Any, Final, TypeVar
 import asyncpg
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
@@ -59,9 +58,17 @@ from shared.events import (
     LifecycleChanged,
     SlaEvent,
 )
-from shared.kafka import RawRecord, raw_decoder
+from shared.kafka import RawRecord
 from shared.kafka import dead_letter_of as shared_dead_letter
-from shared.service import CallerDep, ServiceContext, consume_batch, context, create_service_app, read_limited
+from shared.service import (
+    CallerDep,
+    ServiceContext,
+    batch_subscriber,
+    consume_batch,
+    context,
+    create_service_app,
+    read_limited,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,7 +77,6 @@ GROUP: Final = "routing"
 MAX_ACTION_BYTES: Final = 64 * 1024
 MAX_RULES_BYTES: Final = 256 * 1024
 OPEN_GAUGE_INTERVAL_S: Final = 5.0
-FETCH_MAX_WAIT_MS: Final = 100
 _ERROR_OF_STATUS: Final = {400: "invalid_json", 403: "forbidden", 404: "unknown_case", 409: "conflict", 422: "invalid"}
 M = TypeVar("M", bound=BaseModel)
 
@@ -448,21 +454,7 @@ def _subscribe(
     description: str,
 ) -> None:
     group = ctx.group(GROUP, topic)
-    subscriber = ctx.broker.subscriber(
-        topic,
-        group_id=group,
-        batch=True,
-        max_records=ctx.settings.consumer_max_records,
-        batch_timeout_ms=50,
-        # aiokafka holds a fetch open up to this long, and a partition that had buffered records waits for that
-        # fetch to end before its new records are fetched: the default 500 ms shows as tail latency per hop.
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
-        decoder=raw_decoder,
-        title=f"routing.{name}",
-        description=description,
-    )
+    subscriber = batch_subscriber(ctx, topic, group_id=group, title=f"routing.{name}", description=description)
 
     async def handler(msg: KafkaMessage) -> None:
         await router.on_batch(msg, group, f"consumer.{name}", handle)

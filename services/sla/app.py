@@ -18,7 +18,6 @@ from uuid import UUID
 
 import asyncpg
 import yaml
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter, Histogram
 from pydantic import Field, ValidationError
@@ -34,10 +33,10 @@ from shared.clock import Clock, system_clock
 from shared.deadletters import store_dead_letters
 from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
 from shared.events.sla import SlaEventType
-from shared.kafka import RawRecord, raw_decoder
+from shared.kafka import RawRecord
 from shared.kafka import dead_letter_of as shared_dead_letter
 from shared.observability import Metrics
-from shared.service import ServiceContext, consume_batch, create_service_app
+from shared.service import ServiceContext, batch_subscriber, consume_batch, create_service_app
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -316,15 +315,10 @@ def _setup(sla: SlaSettings | None) -> Any:
             (ctx.topics.assigned, ComplaintAssigned, "starts the accept and first_contact deadlines of each round"),
             (ctx.topics.lifecycle, LifecycleChanged, "meets, moves and supersedes deadlines"),
         ):
-            subscriber = ctx.broker.subscriber(
+            subscriber = batch_subscriber(
+                ctx,
                 topic,
                 group_id=ctx.group(GROUP, topic),
-                batch=True,
-                max_records=ctx.settings.consumer_max_records,
-                batch_timeout_ms=50,
-                auto_offset_reset="earliest",
-                ack_policy=AckPolicy.MANUAL,
-                decoder=raw_decoder,
                 title=f"sla:{topic}",
                 description=f"{model.__name__}: {what}.",
             )
