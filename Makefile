@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 kafka-jars: install
-	$(BIN)/python -m shared.infra.kafka_local fetch
+	$(BIN)/python -m shared.devtools.infra.kafka_local fetch
 
 ## The whole system with realistic simulated traffic (own Kafka and PostgreSQL unless configured).
 run: install kafka-jars

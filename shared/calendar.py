@@ -8,17 +8,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 import chinese_calendar
 import yaml
 
-from shared.domain import LOCAL_TZ_NAME
-
-# Asia/Shanghai has kept +08:00 without daylight saving since 1991; a fixed offset gives the same answers
-# for every date the project can see, and needs no tz database on the host.
-LOCAL_TZ: Final = timezone(timedelta(hours=8), LOCAL_TZ_NAME)
+from shared.domain import LOCAL_TZ
 
 END_OF_DAY: Final = time.max
 """How `24:00` is held: the end of the day, i.e. the next midnight (a period `00:00-24:00` is the whole day)."""

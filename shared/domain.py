@@ -5,6 +5,7 @@ Pure data and look-ups, no I/O. The routing policy itself lives in services/rout
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
 from enum import StrEnum
 from typing import Final
 
@@ -12,6 +13,9 @@ CITY_CODE: Final = "150500"
 """通辽市 itself: the region of a complaint whose division is unknown."""
 
 LOCAL_TZ_NAME: Final = "Asia/Shanghai"
+# Asia/Shanghai has kept +08:00 without daylight saving since 1991; a fixed offset gives the same answers
+# for every date the project can see, and needs no tz database on the host. The one definition of local time.
+LOCAL_TZ: Final = timezone(timedelta(hours=8), LOCAL_TZ_NAME)
 
 
 class Channel(StrEnum):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.dev import dev_scopes
-from shared.infra.kafka_local import LocalKafka
-from shared.infra.postgres_local import LocalPostgres
+from shared.devtools.dev import dev_scopes
+from shared.devtools.infra.kafka_local import LocalKafka
+from shared.devtools.infra.postgres_local import LocalPostgres
 from tests.support.infra import Env, create_database, make_keys, unique
 
 ALL_TEST_SCOPES = dev_scopes()  # a key for every channel, every department, reports and admin

@@ -18,12 +18,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 from shared.domain import (
     CITY_CODE,
+    LOCAL_TZ,
     Category,
     Channel,
     Kind,
@@ -36,7 +37,6 @@ from shared.events import ComplaintReceived, Contact, Enterprise
 from shared.observability import mask_phones_in_text
 
 MAX_BODY_BYTES = 64 * 1024
-LOCAL_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")  # the city's time: +08:00, no daylight saving
 FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks of source systems drift; beyond this a time is flagged
 MIN_YEAR, MAX_YEAR = 2000, 2100
 TITLE_MAX = 30

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from shared.devtools.infra.kafka_local import LocalKafka
+from shared.devtools.traffic import TrafficGenerator
 from shared.domain import Channel
-from shared.infra.kafka_local import LocalKafka
-from shared.traffic import TrafficGenerator
 from tests.integration.test_intake_flow import by_topic, expected_ids, send_kafka
 from tests.support.infra import Env, ServiceProcess, collect, metric_sum
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from services.intake.normalize import normalize
+from shared.devtools.traffic import RawMessage, TrafficGenerator
 from shared.domain import Channel
 from shared.events import ComplaintReceived, DeadLetter
-from shared.traffic import RawMessage, TrafficGenerator
 from tests.support.infra import Env, ServiceProcess, collect, produce, rewind_group, wait_for_line, wait_for_metric
 
 pytestmark = pytest.mark.integration
@@ -176,7 +176,7 @@ async def test_replaying_the_raw_topics_from_offset_zero_changes_nothing(env: En
 
 
 async def test_dead_letters_replay_to_their_source_topic_once(env: Env) -> None:
-    from shared.dlq import replay
+    from shared.devtools.dlq import replay
 
     gen = TrafficGenerator(seed=13, duplicates=0.0, bad=0.2, run_tag="DLQ")
     messages = [gen.next(NOW) for _ in range(100)]

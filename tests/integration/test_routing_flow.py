@@ -23,8 +23,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.routing.simulate import DepartmentSimulator
-from shared.dev import dev_scopes
+from shared.devtools.departments import DepartmentSimulator
+from shared.devtools.dev import dev_scopes
 from shared.domain import Category, Channel, Kind, Urgency
 from shared.events import (
     CallbackResult,

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from shared.auth import new_key
-from shared.infra.ports import free_port
+from shared.devtools.infra.ports import free_port
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -105,7 +105,7 @@ class ServiceProcess:
         self.port = self.port or free_port()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run", self.name, "--port", str(self.port)],
+            [sys.executable, "-m", "shared.devtools.cli", "run", self.name, "--port", str(self.port)],
             env={**self.env, "HTTP_PORT": str(self.port)},
             stdout=log,
             stderr=subprocess.STDOUT,

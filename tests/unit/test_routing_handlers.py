@@ -27,7 +27,6 @@ from services.routing.casework import (
 )
 from services.routing.lifecycle import Assignment, CaseSnapshot, Refused
 from services.routing.rules import RuleSet, load_default_rules, load_rules, rules_in_force
-from services.routing.simulate import DepartmentPlayer, DepartmentSimulator
 from services.routing.views import (
     DryRunComplaint,
     case_summary,
@@ -38,6 +37,7 @@ from services.routing.views import (
     inline_schema,
     mask_complaint,
 )
+from shared.devtools.departments import DepartmentPlayer, DepartmentSimulator
 from shared.domain import Category, Channel, Kind, Urgency
 from shared.events import (
     ActionType,

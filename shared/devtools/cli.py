@@ -9,19 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-SERVICES = ("intake", "routing", "sla", "reporting")
-
-
-def available_services() -> list[str]:
-    """Services whose app module exists in this build."""
-    found = []
-    for name in SERVICES:
-        try:
-            importlib.import_module(f"services.{name}.app")
-        except ModuleNotFoundError:
-            continue
-        found.append(name)
-    return found
+from shared.devtools.catalog import SERVICES, available_services
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -75,29 +63,29 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from shared.dev import run_dev
+    from shared.devtools.dev import run_dev
 
     return run_dev(args)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from shared.simulate import run_simulate_cli
+    from shared.devtools.simulate import run_simulate_cli
 
     return run_simulate_cli(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "sla":
-        from services.sla.bench import run_sla_bench
+        from shared.devtools.bench_sla import run_sla_bench
 
         return run_sla_bench(args)
-    from shared.bench import run_bench_cli, run_routing_bench
+    from shared.devtools.bench import run_bench_cli, run_routing_bench
 
     return run_routing_bench(args) if args.target == "routing" else run_bench_cli(args)
 
 
 def _cmd_dlq_replay(args: argparse.Namespace) -> int:
-    from shared.dlq import run_replay_cli
+    from shared.devtools.dlq import run_replay_cli
 
     return run_replay_cli(args)
 

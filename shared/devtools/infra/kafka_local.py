@@ -20,10 +20,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.infra.ports import die_with_parent, free_port, wait_for_port
+from shared.devtools.infra.ports import die_with_parent, free_port, wait_for_port
 
 KAFKA_VERSION = "4.1.1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 LOG4J2 = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
 

@@ -27,15 +27,15 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.auth import new_key
+from shared.devtools.infra.kafka_local import LocalKafka
+from shared.devtools.infra.ports import free_port
+from shared.devtools.infra.postgres_local import LocalPostgres
+from shared.devtools.traffic import TrafficGenerator
 from shared.domain import Channel
-from shared.infra.kafka_local import LocalKafka
-from shared.infra.ports import free_port
-from shared.infra.postgres_local import LocalPostgres
 from shared.kafka import ensure_topics
 from shared.migrate import migrate
 from shared.settings import Settings
 from shared.topics import Topics
-from shared.traffic import TrafficGenerator
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -233,7 +233,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
             "LOG_LEVEL": "WARNING",
         }
         proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "shared.cli", "run", "intake", "--port", str(port)],
+            [sys.executable, "-m", "shared.devtools.cli", "run", "intake", "--port", str(port)],
             env=env,
             stdout=(work / "intake.log").open("wb"),
             stderr=subprocess.STDOUT,
@@ -311,7 +311,7 @@ def run_routing_bench(args: argparse.Namespace) -> int:
             port = free_port()
             procs.append(
                 subprocess.Popen(  # noqa: S603 - our own CLI
-                    [sys.executable, "-m", "shared.cli", "run", name, "--port", str(port)],
+                    [sys.executable, "-m", "shared.devtools.cli", "run", name, "--port", str(port)],
                     env={**env, "HTTP_PORT": str(port)},
                     stdout=(work / f"{name}.log").open("wb"),
                     stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""`complaints bench sla` (for now `python -m services.sla.bench`): how fast the scheduler fires deadlines that
+"""`complaints bench sla` (for now `python -m shared.devtools.bench_sla`): how fast the scheduler fires deadlines that
 fall due together, among a million pending ones, on real PostgreSQL (and Kafka for the relay). Prints figures;
 asserts nothing.
 
@@ -58,7 +58,7 @@ SQL_COUNT_OUTBOX = "SELECT count(*) FROM outbox"
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)  # noqa: T201 - a benchmark reports on the terminal
+    print(text, flush=True)
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -272,8 +272,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_sla_bench(args: argparse.Namespace) -> int:
     """Start PostgreSQL and Kafka unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS say where they are, run, stop."""
-    from shared.infra.kafka_local import LocalKafka
-    from shared.infra.postgres_local import LocalPostgres
+    from shared.devtools.infra.kafka_local import LocalKafka
+    from shared.devtools.infra.postgres_local import LocalPostgres
 
     defaults = add_arguments(argparse.ArgumentParser()).parse_args([])
     for key, value in vars(defaults).items():

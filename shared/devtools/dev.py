@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 
 from shared.auth import new_key
-from shared.cli import available_services
+from shared.devtools.catalog import available_services
+from shared.devtools.infra.kafka_local import InfraError, LocalKafka
+from shared.devtools.infra.postgres_local import LocalPostgres
 from shared.domain import DEPARTMENTS, Channel
-from shared.infra.kafka_local import InfraError, LocalKafka
-from shared.infra.postgres_local import LocalPostgres
 from shared.kafka import ensure_topics
 from shared.migrate import migrate
 from shared.settings import Settings
@@ -96,7 +96,7 @@ def run_dev(args: argparse.Namespace) -> int:
         for name in services:
             port = args.port_base + OFFSETS[name]
             procs[name] = subprocess.Popen(  # noqa: S603 - our own CLI
-                [sys.executable, "-m", "shared.cli", "run", name, "--port", str(port)],
+                [sys.executable, "-m", "shared.devtools.cli", "run", name, "--port", str(port)],
                 env={**env, "HTTP_PORT": str(port), "LOG_FORMAT": env.get("LOG_FORMAT", "text")},
             )
         for name, proc in procs.items():
@@ -150,7 +150,7 @@ def _print_banner(env: dict[str, str], services: list[str], base: int, keys: dic
 
 
 def _simulate_until_signal(settings: Settings, args: argparse.Namespace, keys: dict[str, str]) -> None:
-    from shared.simulate import simulate_with_departments
+    from shared.devtools.simulate import simulate_with_departments
 
     channel_keys = {c.value: keys[f"channel:{c.value}"] for c in Channel if f"channel:{c.value}" in keys}
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
+from shared.devtools.traffic import TrafficGenerator
 from shared.kafka import make_producer
 from shared.settings import Settings
 from shared.topics import Topics
-from shared.traffic import TrafficGenerator
 
 
 @dataclass
@@ -165,7 +165,7 @@ async def simulate_with_departments(
 ) -> SimulationStats:
     """Raw traffic and, unless told not to, the department systems and callbacks playing every case to its end.
     The traffic stops at its count or duration (or on `stop`); the departments go on until `stop`."""
-    from services.routing.simulate import DepartmentSimulator
+    from shared.devtools.departments import DepartmentSimulator
 
     sim = DepartmentSimulator(settings, speed=speed, seed=traffic.get("seed")) if departments else None
     task = asyncio.create_task(sim.run(stop)) if sim is not None else None

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.infra.kafka_local import InfraError
-from shared.infra.ports import die_with_parent, free_port, wait_for_port
+from shared.devtools.infra.kafka_local import InfraError
+from shared.devtools.infra.ports import die_with_parent, free_port, wait_for_port
 
 RUN_AS = "embedded_postgres"
 DATABASE = "complaints"

@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from shared.domain import REGIONS, Channel
-
-LOCAL = timezone(timedelta(hours=8))
+from shared.domain import LOCAL_TZ, REGIONS, Channel
 
 # (category label, subject, content templates) — enough variety for every category of contract 6.1.
 TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -106,7 +104,7 @@ class TrafficGenerator:
     """Seeded, so a test can replay exactly the same traffic."""
 
     def __init__(self, seed: int | None = None, duplicates: float = 0.05, bad: float = 0.03, run_tag: str = "") -> None:
-        self.rng = random.Random(seed)  # noqa: S311 - simulation, not security
+        self.rng = random.Random(seed)
         self.duplicates, self.bad = duplicates, bad
         self.sent: list[RawMessage] = []
         self.serial = 0
@@ -152,7 +150,7 @@ class TrafficGenerator:
             key = self._id("TL")
             body: dict[str, object] = {
                 "gdbh": key,
-                "ldsj": at.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M:%S"),
+                "ldsj": at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S"),
                 "ldhm": mobile if self.rng.random() < 0.8 else f"0475-{self.rng.randrange(10**7):07d}",
                 "lxr": person,
                 "qymc": name,
@@ -188,7 +186,7 @@ class TrafficGenerator:
             body = {
                 "report": {
                     "id": key,
-                    "observedAt": at.astimezone(LOCAL).isoformat(timespec="seconds"),
+                    "observedAt": at.astimezone(LOCAL_TZ).isoformat(timespec="seconds"),
                     "source": self.rng.choice(("supervisor", "monitoring_point")),
                 },
                 "reporter": {
