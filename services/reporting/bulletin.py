@@ -283,7 +283,8 @@ def render_bulletin(data: BulletinData, category_names: Mapping[str, str] | None
 <style>{_STYLE}</style></head>
 <body>
 <header><h1>企业诉求办理情况月度通报</h1>
-<div class="sub">{year}年{int(month)}月 · 通辽市营商环境建设监督局 · 数据截至 {as_of_local:%Y-%m-%d %H:%M}</div></header>
+<div class="sub">{year}年{int(month)}月 · 通辽市营商环境建设监督局 ·
+数据截至 {as_of_local:%Y-%m-%d %H:%M}</div></header>
 <section><h2>一、总体情况</h2>{_headlines(data)}</section>
 <section><h2>二、部门排名（按时办结率）</h2>{_bar_chart(ranked, "on_time_rate", "各部门按时办结率")}
 {_ranking_table(ranked)}</section>
