@@ -14,7 +14,7 @@ import asyncpg
 
 from services.reporting.ledger import ItemStatus, LedgerItem, settle_closed_at, source_year
 
-Executor: TypeAlias = asyncpg.Connection[Any] | asyncpg.Pool[Any]
+Executor: TypeAlias = "asyncpg.Connection[Any] | asyncpg.Pool[Any]"
 
 _COLUMNS = "item_id, source, area, problem, measures, departments, due_date, status, closed_at, evidence, approved_by"
 
