@@ -326,7 +326,7 @@ def parse_json(data: bytes) -> list[LedgerItem]:
         body = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise LedgerImportError(None, f"not valid JSON: {exc}") from None
-    if isinstance(body, dict) and set(body) == {"items"}:
+    if isinstance(body, dict) and "items" in body and "item_id" not in body:
         entries = body["items"]
         if not isinstance(entries, list):
             raise LedgerImportError(None, "`items` must be a list of items")

@@ -170,6 +170,7 @@ def test_json_one_item_or_a_list_with_the_position_as_row() -> None:
         parse_json(json.dumps(two).encode())
     assert refused.value.row == 2
     assert "due_date" in refused.value.reason
+    assert len(parse_json(json.dumps({"items": [one], "note": "x"}).encode())) == 1
     with pytest.raises(LedgerImportError, match="not valid JSON"):
         parse_json(b"{")
     with pytest.raises(LedgerImportError, match="no items"):
