@@ -1,1 +1,1 @@
-"""The reporting service: the read model of the project's facts, the rates, the ledger and the bulletin."""
+"""Reporting service: the rates, repeats, the ledger and the bulletin, from the project's own facts."""
