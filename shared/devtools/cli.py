@@ -1,4 +1,4 @@
-"""The `complaints` command (contract section 5): dev, run, simulate, bench, migrate, keys, dlq."""
+"""The `complaints` command (contract section 5): dev, run, simulate, bench, migrate, keys, ledger, dlq."""
 
 from __future__ import annotations
 
@@ -90,6 +90,12 @@ def _cmd_dlq_replay(args: argparse.Namespace) -> int:
     return run_replay_cli(args)
 
 
+def _cmd_ledger_import(args: argparse.Namespace) -> int:
+    from shared.devtools.ledger import run_ledger_import
+
+    return run_ledger_import(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="complaints", description="营商环境 complaints: the closed loop, as services."
@@ -157,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     new = keys_sub.add_parser("new", help="print a new random key and its keys-file line")
     new.add_argument("--scope", required=True, help="channel:<name> | department:<code> | reports | admin")
     new.set_defaults(func=_cmd_keys_new)
+
+    ledger = sub.add_parser("ledger", help="the rectification ledger (整改台账)")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_import = ledger_sub.add_parser("import", help="import a CSV or XLSX ledger file, all or nothing")
+    ledger_import.add_argument("file", help="a .csv (UTF-8) or .xlsx file whose header names the fields")
+    ledger_import.set_defaults(func=_cmd_ledger_import)
 
     dlq = sub.add_parser("dlq", help="dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
