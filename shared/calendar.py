@@ -1,18 +1,26 @@
 """The working calendar of the SLA clock (contract 7): mainland China's holidays and 调休 days, working hours.
 
+Where a day's status comes from, first found wins: the operator's overrides file; the published schedule of
+`chinese_calendar` (2004-2026 in 1.11); for any other year, the `holidays` package's China calendar, which
+computes the statutory holidays of every year (lunar dates included) and carries the published schedule
+(in-lieu days off and worked weekend days) of the years it knows; finally the week (Monday to Friday).
+A year neither the overrides nor a published schedule covers has its 调休 unknown: the caller is told.
+
 Pure: no I/O and no system clock. Times go in offset-aware and come out in UTC; "local" is Asia/Shanghai.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 import chinese_calendar
 import yaml
+from holidays import country_holidays
 
 from shared.domain import LOCAL_TZ
 
@@ -178,15 +186,51 @@ def _package_schedule() -> tuple[frozenset[date], frozenset[date], frozenset[int
     return holidays, workdays, frozenset(range(min(years), max(years) + 1))
 
 
+@dataclass(frozen=True, slots=True)
+class YearSchedule:
+    """One year's days off and worked weekend days from a computing source; `published` when its 调休 is known."""
+
+    holidays: frozenset[date] = frozenset()
+    workdays: frozenset[date] = frozenset()
+    published: bool = False
+
+
+@functools.cache
+def computed_year(year: int) -> YearSchedule:
+    """The `holidays` package's China calendar for `year`.
+
+    A year whose worked weekend days the package lists is published: its whole schedule is taken, in-lieu
+    days included (for 2004-2026 that is exactly `chinese_calendar`'s, weekday for weekday). For any other year
+    only the statutory holidays are taken: the in-lieu days the package adds there are its guess (an
+    "observed" day, SAT_SUN_TO_NEXT_WORKDAY), not an announcement, and are left out; so are worked weekend days,
+    which nobody can guess. Outside the package's range (1950-2100) the schedule is empty.
+    """
+    workdays = frozenset(d for d in country_holidays("CN", years=year).weekend_workdays if d.year == year)
+    published = bool(workdays)
+    holidays = frozenset(d for d in country_holidays("CN", years=year, observed=published) if d.year == year)
+    return YearSchedule(holidays=holidays, workdays=workdays, published=published)
+
+
 class WorkingCalendar:
     """Which days are worked and when: the answer to "N working hours/days after T".
 
-    A date listed as a workday is worked (even a Saturday), one listed as a holiday is not; any other date
-    of a known year follows the week (Monday to Friday). A year known to no source follows the week too,
-    and `on_unknown_year(year)` is told, once per year per calendar, so the caller can warn and count it.
+    A date listed as a workday is worked (even a Saturday), one listed as a holiday is not. For a year not in
+    `listed_years` (the years the lists fully describe), `computed(year)` is asked next, if given. Any other
+    date follows the week (Monday to Friday). A year neither in `known_years` nor published by `computed`
+    has its 调休 unknown: `on_unknown_year(year)` is told, once per year per calendar, so the caller can warn
+    and count it.
     """
 
-    __slots__ = ("_reported_years", "holidays", "hours", "known_years", "on_unknown_year", "workdays")
+    __slots__ = (
+        "_reported_years",
+        "computed",
+        "holidays",
+        "hours",
+        "known_years",
+        "listed_years",
+        "on_unknown_year",
+        "workdays",
+    )
 
     def __init__(
         self,
@@ -196,10 +240,14 @@ class WorkingCalendar:
         known_years: Iterable[int],
         hours: WorkingHours | None = None,
         on_unknown_year: Callable[[int], None] | None = None,
+        computed: Callable[[int], YearSchedule] | None = None,
+        listed_years: Iterable[int] = (),
     ) -> None:
         self.holidays: frozenset[date] = frozenset(holidays)
         self.workdays: frozenset[date] = frozenset(workdays)
         self.known_years: frozenset[int] = frozenset(known_years)
+        self.listed_years: frozenset[int] = frozenset(listed_years)
+        self.computed = computed
         self.hours: WorkingHours = hours or WorkingHours()
         self.on_unknown_year = on_unknown_year
         # The only state that changes: which unknown years were already reported, so a long search
@@ -223,12 +271,14 @@ class WorkingCalendar:
         hours: WorkingHours | None = None,
         on_unknown_year: Callable[[int], None] | None = None,
     ) -> WorkingCalendar:
-        """The package's published schedule, with the overrides file on top.
+        """`chinese_calendar`'s published schedule, the `holidays` package's for other years, the overrides on top.
 
-        An override wins over the package for the same date (a late correction of the published schedule),
-        and every year an override mentions becomes known.
+        An override wins over both packages for the same date (a late correction, or the schedule of a year
+        announced after the packages were released), and every year an override mentions counts as known.
+        Dates an override file does not list in such a year still take the computed statutory holidays.
         """
         holidays, workdays, years = _package_schedule()
+        listed = years
         if overrides is not None:
             holidays = (holidays - overrides.workdays) | overrides.holidays
             workdays = (workdays - overrides.holidays) | overrides.workdays
@@ -239,6 +289,8 @@ class WorkingCalendar:
             known_years=years,
             hours=hours or WorkingHours(),
             on_unknown_year=on_unknown_year,
+            computed=computed_year,
+            listed_years=listed,
         )
 
     def is_working_day(self, day: date) -> bool:
@@ -250,10 +302,22 @@ class WorkingCalendar:
             return True
         if day in self.holidays:
             return False
-        if day.year not in self.known_years and day.year not in self._reported_years:
+        schedule = None
+        if self.computed is not None and day.year not in self.listed_years:
+            schedule = self.computed(day.year)
+        if (
+            day.year not in self.known_years
+            and not (schedule is not None and schedule.published)
+            and day.year not in self._reported_years
+        ):
             self._reported_years.add(day.year)
             if self.on_unknown_year is not None:
                 self.on_unknown_year(day.year)
+        if schedule is not None:
+            if day in schedule.workdays:
+                return True
+            if day in schedule.holidays:
+                return False
         return day.weekday() < 5
 
     def is_working_time(self, moment: datetime) -> bool:
@@ -288,29 +352,25 @@ class WorkingCalendar:
         for opens, closes in self._periods(as_local(start)):
             yield opens.astimezone(UTC), closes.astimezone(UTC)
 
-    def add_working_time(self, start: datetime, amount: timedelta) -> datetime:
-        """The instant at which `amount` of working time has passed since `start`.
+    def add_working_time(
+        self, start: datetime, amount: timedelta, paused: Sequence[tuple[datetime, datetime]] = ()
+    ) -> datetime:
+        """The instant at which the clock, running in working time from `start` but not during `paused`, shows
+        `amount`. This is the one adder of working time: the SLA deadlines (services/sla/policy.py) call it.
 
         The count starts at `start` if the clock runs then, else at the next opening; a count that ends
         exactly at a closing time ends there (12:00, 17:30), not at the next opening. A zero amount gives the
-        start of the count itself.
+        start of the count itself. `paused` holds sorted, disjoint (from, to) spans; time in them does not count.
         """
         if amount < timedelta():
             raise ValueError(f"cannot add a negative working time ({amount})")
         remaining = amount
-        for opens, closes in self._periods(as_local(start)):
-            if remaining <= closes - opens:
-                return (opens + remaining).astimezone(UTC)
-            remaining -= closes - opens
+        for opens, closes in self.working_periods(start):
+            for run_from, run_to in _running(opens, closes, paused):
+                if remaining <= run_to - run_from:
+                    return run_from + remaining
+                remaining -= run_to - run_from
         raise AssertionError("unreachable: the periods never end")  # pragma: no cover
-
-    def add_working_seconds(self, start: datetime, seconds: int) -> datetime:
-        """N working seconds after `start`; see add_working_time."""
-        return self.add_working_time(start, timedelta(seconds=seconds))
-
-    def add_working_minutes(self, start: datetime, minutes: int) -> datetime:
-        """N working minutes after `start` (hours × 60), exact to its second; see add_working_seconds."""
-        return self.add_working_seconds(start, minutes * 60)
 
     def working_time_between(self, earlier: datetime, later: datetime) -> timedelta:
         """Working time in [earlier, later), to the microsecond; zero when `later` is not after `earlier`."""
@@ -325,10 +385,6 @@ class WorkingCalendar:
                 break
             total += min(closes, end) - opens
         return total
-
-    def working_seconds_between(self, earlier: datetime, later: datetime) -> int:
-        """Whole seconds of working time in [earlier, later) (a fraction of a second is dropped)."""
-        return self.working_time_between(earlier, later) // timedelta(seconds=1)
 
     def working_days_after(self, start: datetime, days: int) -> datetime:
         """N working days after `start`: closing time (17:30 local) of the Nth working day after its date.
@@ -349,6 +405,25 @@ class WorkingCalendar:
         return _wall_clock(day, self.hours.closing).astimezone(UTC)
 
 
+def _running(
+    opens: datetime, closes: datetime, paused: Sequence[tuple[datetime, datetime]]
+) -> Iterator[tuple[datetime, datetime]]:
+    """The parts of one working period [opens, closes) during which the clock was not paused."""
+    cursor = opens
+    for pause_from, pause_to in paused:
+        if pause_to <= cursor:
+            continue
+        if pause_from >= closes:
+            break
+        if pause_from > cursor:
+            yield cursor, pause_from
+        cursor = max(cursor, pause_to)
+        if cursor >= closes:
+            return
+    if cursor < closes:
+        yield cursor, closes
+
+
 def known_package_years() -> frozenset[int]:
     """Years whose schedule the installed `chinese_calendar` publishes (2004-2026 for 1.11)."""
     return _package_schedule()[2]
@@ -360,8 +435,10 @@ __all__ = [
     "CalendarOverrides",
     "WorkingCalendar",
     "WorkingHours",
+    "YearSchedule",
     "as_local",
     "as_utc",
+    "computed_year",
     "known_package_years",
     "load_overrides",
 ]

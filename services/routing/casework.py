@@ -12,8 +12,9 @@ Choices where the contract is silent:
 - Extension requests and decisions are lifecycle events with from_state == to_state and causes
   `request_extension` (extension_days: requested), `approve_extension` (extension_days: granted) and
   `reject_extension`, so the clock learns of them.
-- `at` of an action's transition is the action's `at`, but never later than now; `at` of an assignment's
-  transition is its `assigned_at` (now). A callback's `at` is its `callback_at`, never later than now.
+- `at` of every transition is `now`, routing's receipt of the fact (contract 3.6): the clock and the reports judge
+  by when the product took an action or callback, so a backdated action cannot meet a deadline. The action's own
+  `at` (a callback's `callback_at`) travels as `claimed_at`, for information; an assignment has none.
 - A callback has no id in the contract: its key is `callback:<complaint_id>@<callback_at>` (UTC, RFC 3339),
   and that key is the `causation_id` of what it causes.
 """
@@ -146,7 +147,7 @@ class _Builder:
         case: CaseSnapshot,
         *,
         department: str | None,
-        at: datetime,
+        claimed_at: datetime | None = None,
         extension_days: int | None = None,
         reason_code: str | None = None,
         cause: str | None = None,
@@ -163,7 +164,8 @@ class _Builder:
                 round=case.round,
                 department=department,
                 lead_department=case.lead_department,
-                at=at,
+                at=self.now,
+                claimed_at=claimed_at,
                 action_id=self.action_id,
                 extension_days=extension_days,
                 reason_code=reason_code,
@@ -195,7 +197,7 @@ class _Builder:
         if isinstance(version, str):
             self.versions[assigned.assignment_id] = version
         for t in placed.transitions:
-            self.transition(t, placed.case, department=assignment.lead_department, at=self.now, cause=cause)
+            self.transition(t, placed.case, department=assignment.lead_department, cause=cause)
         return placed.case
 
 
@@ -231,11 +233,11 @@ def act(
     if isinstance(decided, Refused):
         return decided
     build = _Builder(f"action:{action.action_id}", action.action_id, now, action.action_id)
-    at = min(action.at, now)
+    claimed = action.at
     kind = action.action
     reason_code = action.reason_code.value if kind is ActionType.RETURN and action.reason_code else None
     for t in decided.transitions:
-        build.transition(t, decided.case, department=action.department, at=at, reason_code=reason_code)
+        build.transition(t, decided.case, department=action.department, claimed_at=claimed, reason_code=reason_code)
     if kind in _EXTENSION_ACTIONS:
         # Not a move, but a fact the clock needs: the state stays, extension_days says how many were asked or granted.
         state = decided.case.effective_state
@@ -244,7 +246,11 @@ def act(
             ActionType.APPROVE_EXTENSION: decided.extension_granted_days,
         }.get(kind)
         build.transition(
-            Transition(state, state, kind.value), decided.case, department=action.department, at=at, extension_days=days
+            Transition(state, state, kind.value),
+            decided.case,
+            department=action.department,
+            claimed_at=claimed,
+            extension_days=days,
         )
     after = _follow(build, decided, facts, rules, kind if kind in _DESK_ACTIONS else None)
     if isinstance(after, Refused):
@@ -262,9 +268,8 @@ def call_back(
         return decided
     key = callback_key(callback)
     build = _Builder(key, key, now)
-    at = min(callback.callback_at, now)
     for t in decided.transitions:
-        build.transition(t, decided.case, department=None, at=at)
+        build.transition(t, decided.case, department=None, claimed_at=callback.callback_at)
     after = _follow(build, decided, facts, rules, None)
     if isinstance(after, Refused):
         return after

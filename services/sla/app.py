@@ -94,8 +94,8 @@ def build_calendar(settings: Settings, sla: SlaSettings, metrics: Metrics) -> Wo
     def unknown_year(year: int) -> None:
         metrics.calendar_year_missing.labels(str(year)).set(1)
         log.warning(
-            "no holiday schedule for this year: Saturdays and Sundays rest, other days are worked; "
-            "add the year to SLA_CALENDAR_OVERRIDES",
+            "no published schedule for this year, 调休 unknown: statutory holidays and weekends rest, other days "
+            "are worked; add the year's schedule to SLA_CALENDAR_OVERRIDES",
             extra={"year": year},
         )
 

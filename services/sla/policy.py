@@ -5,7 +5,7 @@ Pure: the working calendar and every time are arguments; nothing here reads a cl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -157,39 +157,6 @@ def _paused_spans(start: datetime, pauses: Iterable[Pause]) -> tuple[list[tuple[
     return merged, open_since
 
 
-def _running(
-    opens: datetime, closes: datetime, paused: list[tuple[datetime, datetime]]
-) -> Iterator[tuple[datetime, datetime]]:
-    """The parts of one working period [opens, closes) during which the clock was not paused."""
-    cursor = opens
-    for pause_from, pause_to in paused:
-        if pause_to <= cursor:
-            continue
-        if pause_from >= closes:
-            break
-        if pause_from > cursor:
-            yield cursor, pause_from
-        cursor = max(cursor, pause_to)
-        if cursor >= closes:
-            return
-    if cursor < closes:
-        yield cursor, closes
-
-
-def _clock_reaches(
-    calendar: WorkingCalendar, start: datetime, paused: list[tuple[datetime, datetime]], amount: timedelta
-) -> datetime:
-    """The instant at which the clock, running in working time from `start` but not while paused, shows
-    `amount`; ending at a closing time rather than at the next opening, like add_working_time."""
-    remaining = amount
-    for opens, closes in calendar.working_periods(start):
-        for run_from, run_to in _running(opens, closes, paused):
-            if remaining <= run_to - run_from:
-                return run_from + remaining
-            remaining -= run_to - run_from
-    raise AssertionError("unreachable: working periods never end")  # pragma: no cover
-
-
 def compute_deadline(
     policy: SlaPolicy,
     calendar: WorkingCalendar,
@@ -223,14 +190,14 @@ def compute_deadline(
     window = policy.window_for(stage, category, urgency)
     # The budget stays a timedelta: a start with a fraction of a second must not lose it on the way.
     budget = _budget(calendar, window, start, 1)
-    due = _clock_reaches(calendar, start, paused, budget)
+    due = calendar.add_working_time(start, budget, paused)
     if extension_days:
         # Extend from where the (paused) due fell, then let pauses after it push the new due on as well.
         budget += _budget(calendar, policy.extension_day, due, extension_days)
-        due = _clock_reaches(calendar, start, paused, budget)
+        due = calendar.add_working_time(start, budget, paused)
     if open_since is not None and open_since < due:
         return None
-    warn = _clock_reaches(calendar, start, paused, min(budget, budget * policy.warn_ratio))
+    warn = calendar.add_working_time(start, min(budget, budget * policy.warn_ratio), paused)
     return Deadline(due_at=due, warn_at=warn)
 
 

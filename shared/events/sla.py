@@ -64,7 +64,14 @@ class LifecycleChanged(Event):
     department: str | None = Field(default=None, description="Department that acted, or the lead after assignment.")
     lead_department: str | None = Field(default=None, description="Department holding the case after the change.")
     at: UtcDatetime | None = Field(
-        default=None, description="When the cause happened (the action's `at`, never later than occurred_at)."
+        default=None,
+        description="When the product took the fact (routing's receipt of the action or callback, or the assignment): "
+        "the time the clock and the reports judge by.",
+    )
+    claimed_at: UtcDatetime | None = Field(
+        default=None,
+        description="The time the department's action (its `at`) or the callback (`callback_at`) claims, for "
+        "information only; null for what routing does itself (an assignment).",
     )
     action_id: str | None = Field(default=None, description="The department action that caused it, if any.")
     extension_days: int | None = Field(

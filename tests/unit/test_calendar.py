@@ -12,8 +12,10 @@ from shared.calendar import (
     CalendarOverrides,
     WorkingCalendar,
     WorkingHours,
+    YearSchedule,
     as_local,
     as_utc,
+    computed_year,
     known_package_years,
     load_overrides,
 )
@@ -146,14 +148,83 @@ def test_a_day_cannot_be_both() -> None:
 # --- a year known to no source ----------------------------------------------------------------------
 
 
-def test_unknown_year_follows_the_week_and_is_reported_once() -> None:
+def test_unknown_year_takes_the_statutory_holidays_and_is_reported_once() -> None:
     told: list[int] = []
     calendar = WorkingCalendar.from_sources(on_unknown_year=told.append)
-    assert calendar.is_working_day(date(2031, 1, 1))  # a Wednesday; New Year unknown, so worked
+    assert not calendar.is_working_day(date(2031, 1, 1))  # a Wednesday: New Year's Day, fixed by law
+    assert calendar.is_working_day(date(2031, 1, 2))
     assert not calendar.is_working_day(date(2031, 1, 4))  # Saturday
     assert calendar.is_working_day(date(2031, 1, 6))
     assert calendar.is_working_day(date(2032, 1, 5))
-    assert told == [2031, 2032]
+    assert told == [2031, 2032]  # 调休 unknown: the caller warns
+
+
+@pytest.mark.parametrize(
+    ("day", "worked"),
+    [
+        (date(2026, 12, 31), True),
+        (date(2027, 1, 1), False),  # New Year's Day, a Friday
+        (date(2027, 1, 4), True),
+        (date(2027, 2, 4), True),
+        (date(2027, 2, 5), False),  # Spring Festival's eve (law of 2025: eve + 3 days)
+        (date(2027, 2, 8), False),  # its third day, a Monday
+        (date(2027, 2, 9), True),  # the in-lieu day the package guesses ("observed") is left out
+        (date(2027, 2, 10), True),
+        (date(2027, 4, 5), False),  # Qingming
+        (date(2027, 5, 3), True),  # Labour Day's guessed in-lieu day, left out
+        (date(2027, 6, 9), False),  # Dragon Boat
+        (date(2027, 9, 15), False),  # Mid-Autumn
+        (date(2027, 10, 1), False),  # National Day
+        (date(2027, 10, 4), True),  # guessed in-lieu, left out
+        (date(2027, 2, 20), False),  # a Saturday: no worked weekend day is guessed
+    ],
+)
+def test_2027_statutory_holidays_without_guesses(day: date, worked: bool) -> None:
+    told: list[int] = []
+    assert WorkingCalendar.from_sources(on_unknown_year=told.append).is_working_day(day) is worked
+    assert told == ([2027] if day.year == 2027 else [])
+
+
+def test_computed_years() -> None:
+    unpublished = computed_year(2027)
+    assert not unpublished.published
+    assert unpublished.workdays == frozenset()
+    assert {date(2027, 1, 1), date(2027, 2, 5), date(2027, 2, 8)} <= unpublished.holidays
+    assert date(2027, 2, 9) not in unpublished.holidays
+    assert computed_year(1900) == YearSchedule()  # outside the package's range: nothing known
+
+
+def test_computed_schedule_matches_the_published_one_for_2004_to_2026() -> None:
+    # The reason a year the `holidays` package publishes is taken whole, in-lieu days included.
+    package = WorkingCalendar.from_sources()
+    for year in sorted(known_package_years()):
+        schedule = computed_year(year)
+        assert schedule.published, year
+        weekdays = {d for d in package.holidays if d.year == year and d.weekday() < 5}
+        assert {d for d in schedule.holidays if d.weekday() < 5} == weekdays, year
+        # 2005-12-31 was worked for the 2006 New Year holiday; chinese_calendar files it under neither.
+        assert schedule.workdays - {date(2005, 12, 31)} == {d for d in package.workdays if d.year == year}, year
+
+
+def test_a_year_the_holidays_package_publishes_is_known() -> None:
+    told: list[int] = []
+    calendar = WorkingCalendar.from_sources(on_unknown_year=told.append)
+    assert calendar.is_working_day(date(2003, 2, 8))  # a Saturday worked for the Spring Festival
+    assert not calendar.is_working_day(date(2003, 2, 6))
+    assert not calendar.is_working_day(date(2003, 2, 4))  # an in-lieu day of a published year counts
+    assert told == []
+
+
+def test_overrides_stay_on_top_of_the_computed_holidays() -> None:
+    told: list[int] = []
+    overrides = load_overrides('holidays: ["2027-02-09"]\nworkdays: ["2027-02-08", "2027-02-20"]')
+    calendar = WorkingCalendar.from_sources(overrides, on_unknown_year=told.append)
+    assert calendar.is_working_day(date(2027, 2, 8))  # an override wins over the statutory day
+    assert not calendar.is_working_day(date(2027, 2, 9))
+    assert calendar.is_working_day(date(2027, 2, 20))
+    assert not calendar.is_working_day(date(2027, 2, 5))  # what the file leaves out is still computed
+    assert not calendar.is_working_day(date(2027, 10, 1))
+    assert told == []  # the file speaks for 2027: its schedule counts as known
 
 
 def test_known_and_overridden_years_are_not_reported() -> None:
@@ -167,7 +238,8 @@ def test_known_and_overridden_years_are_not_reported() -> None:
 
 def test_unknown_year_without_callback_does_not_fail() -> None:
     calendar = WorkingCalendar.from_sources()
-    assert calendar.working_days_after(at(2040, 2, 10, 9), 1) == at(2040, 2, 13, 17, 30)  # Fri -> Mon
+    assert calendar.working_days_after(at(2040, 3, 9, 9), 1) == at(2040, 3, 12, 17, 30)  # Fri -> Mon
+    assert calendar.working_days_after(at(2040, 2, 10, 9), 1) == at(2040, 2, 15, 17, 30)  # Spring Festival
 
 
 def test_each_calendar_reports_for_itself() -> None:
@@ -181,10 +253,10 @@ def test_each_calendar_reports_for_itself() -> None:
 def test_a_span_ending_at_midnight_does_not_look_into_the_next_year() -> None:
     told: list[int] = []
     calendar = WorkingCalendar.from_sources(on_unknown_year=told.append)
-    assert calendar.working_seconds_between(at(2026, 12, 31, 9), at(2027, 1, 1)) == 7 * 3600
-    assert calendar.add_working_minutes(at(2026, 12, 31, 9), 60) == at(2026, 12, 31, 10)
+    assert calendar.working_time_between(at(2026, 12, 31, 9), at(2027, 1, 1)) == timedelta(seconds=7 * 3600)
+    assert calendar.add_working_time(at(2026, 12, 31, 9), timedelta(minutes=60)) == at(2026, 12, 31, 10)
     assert told == []
-    calendar.add_working_minutes(at(2026, 12, 31, 17), 60)
+    calendar.add_working_time(at(2026, 12, 31, 17), timedelta(minutes=60))
     assert told == [2027]
 
 
@@ -194,7 +266,7 @@ def test_a_calendar_that_never_opens_fails_instead_of_hanging() -> None:
     with pytest.raises(ValueError, match="no working day"):
         calendar.working_days_after(at(2030, 1, 1), 1)
     with pytest.raises(ValueError, match="no working day"):
-        calendar.add_working_minutes(at(2030, 1, 1), 1)
+        calendar.add_working_time(at(2030, 1, 1), timedelta(minutes=1))
 
 
 # --- time zones ------------------------------------------------------------------------------------------
@@ -204,11 +276,10 @@ def test_naive_datetimes_are_refused(calendar: WorkingCalendar) -> None:
     naive = datetime(2026, 3, 3, 9)
     aware = at(2026, 3, 3, 9)
     for call in (
-        lambda: calendar.add_working_minutes(naive, 60),
-        lambda: calendar.add_working_seconds(naive, 60),
+        lambda: calendar.add_working_time(naive, timedelta(minutes=60)),
         lambda: calendar.working_days_after(naive, 1),
-        lambda: calendar.working_seconds_between(naive, aware),
-        lambda: calendar.working_seconds_between(aware, naive),
+        lambda: calendar.working_time_between(naive, aware),
+        lambda: calendar.working_time_between(aware, naive),
         lambda: calendar.is_working_time(naive),
         lambda: next(calendar.working_periods(naive)),
         lambda: as_utc(naive),
@@ -224,7 +295,7 @@ def test_is_working_day_refuses_a_datetime(calendar: WorkingCalendar) -> None:
 
 
 def test_results_are_utc(calendar: WorkingCalendar) -> None:
-    assert calendar.add_working_minutes(at(2026, 3, 3, 9), 60).tzinfo is UTC
+    assert calendar.add_working_time(at(2026, 3, 3, 9), timedelta(minutes=60)).tzinfo is UTC
     assert calendar.working_days_after(at(2026, 3, 3, 9), 1).tzinfo is UTC
     assert calendar.working_days_after(at(2026, 3, 3, 9), 1) == datetime(2026, 3, 4, 9, 30, tzinfo=UTC)
     assert all(moment.tzinfo is UTC for moment in next(calendar.working_periods(at(2026, 3, 3, 9))))
@@ -256,13 +327,40 @@ def test_local_date_decides_the_day(calendar: WorkingCalendar) -> None:
         (at(2026, 9, 30, 17), 60, at(2026, 10, 8, 9)),
     ],
 )
-def test_add_working_minutes(calendar: WorkingCalendar, start: datetime, minutes: int, expected: datetime) -> None:
-    assert calendar.add_working_minutes(start, minutes) == expected
+def test_add_working_time(calendar: WorkingCalendar, start: datetime, minutes: int, expected: datetime) -> None:
+    assert calendar.add_working_time(start, timedelta(minutes=minutes)) == expected
+
+
+@pytest.mark.parametrize(
+    ("start", "minutes", "paused", "expected"),
+    [
+        # The pause-aware form is the one compute_deadline calls: paused working time does not count.
+        (at(2026, 3, 3, 9), 60, [(at(2026, 3, 3, 9, 30), at(2026, 3, 3, 10))], at(2026, 3, 3, 10, 30)),
+        (at(2026, 3, 3, 11), 60, [(at(2026, 3, 3, 11, 30), at(2026, 3, 3, 14))], at(2026, 3, 3, 14, 30)),
+        (at(2026, 3, 3, 9), 60, [(at(2026, 3, 3, 12, 5), at(2026, 3, 3, 13, 25))], at(2026, 3, 3, 10)),  # lunch
+        (at(2026, 3, 6, 17), 60, [(at(2026, 3, 6, 17), at(2026, 3, 9, 9))], at(2026, 3, 9, 10)),  # over a weekend
+        (
+            at(2026, 3, 3, 9),
+            60,
+            [(at(2026, 3, 3, 9), at(2026, 3, 3, 9, 10)), (at(2026, 3, 3, 9, 20), at(2026, 3, 3, 9, 30))],
+            at(2026, 3, 3, 10, 20),
+        ),
+        (at(2026, 3, 3, 9), 0, [(at(2026, 3, 3, 9), at(2026, 3, 3, 9, 10))], at(2026, 3, 3, 9, 10)),  # count starts
+    ],
+)
+def test_add_working_time_around_pauses(
+    calendar: WorkingCalendar,
+    start: datetime,
+    minutes: int,
+    paused: list[tuple[datetime, datetime]],
+    expected: datetime,
+) -> None:
+    assert calendar.add_working_time(start, timedelta(minutes=minutes), paused) == expected
 
 
 def test_negative_working_time_refused(calendar: WorkingCalendar) -> None:
     with pytest.raises(ValueError, match="negative"):
-        calendar.add_working_minutes(at(2026, 3, 3, 9), -1)
+        calendar.add_working_time(at(2026, 3, 3, 9), timedelta(minutes=-1))
 
 
 @pytest.mark.parametrize(
@@ -278,14 +376,13 @@ def test_negative_working_time_refused(calendar: WorkingCalendar) -> None:
         (at(2026, 3, 3, 14), at(2026, 3, 3, 14), 0),
     ],
 )
-def test_working_seconds_between(calendar: WorkingCalendar, earlier: datetime, later: datetime, seconds: int) -> None:
-    assert calendar.working_seconds_between(earlier, later) == seconds
+def test_working_time_between(calendar: WorkingCalendar, earlier: datetime, later: datetime, seconds: int) -> None:
+    assert calendar.working_time_between(earlier, later) == timedelta(seconds=seconds)
 
 
 def test_working_time_between_keeps_fractions(calendar: WorkingCalendar) -> None:
     earlier = at(2026, 3, 3, 9) + timedelta(microseconds=250)
     assert calendar.working_time_between(earlier, at(2026, 3, 3, 10)) == timedelta(minutes=60, microseconds=-250)
-    assert calendar.working_seconds_between(earlier, at(2026, 3, 3, 10)) == 3599
 
 
 def test_working_days_after_needs_a_positive_count(calendar: WorkingCalendar) -> None:
@@ -330,8 +427,8 @@ def test_default_hours() -> None:
 def test_other_hours_move_the_closing_and_the_count() -> None:
     calendar = WorkingCalendar.from_sources(hours=WorkingHours(((time(9), time(17)),)))
     assert calendar.working_days_after(at(2026, 3, 3, 9), 1) == at(2026, 3, 4, 17)
-    assert calendar.add_working_minutes(at(2026, 3, 3, 16), 120) == at(2026, 3, 4, 10)
-    assert calendar.add_working_minutes(at(2026, 3, 3, 11), 120) == at(2026, 3, 3, 13)  # no lunch break
+    assert calendar.add_working_time(at(2026, 3, 3, 16), timedelta(minutes=120)) == at(2026, 3, 4, 10)
+    assert calendar.add_working_time(at(2026, 3, 3, 11), timedelta(minutes=120)) == at(2026, 3, 3, 13)  # no lunch break
 
 
 def test_hours_parse() -> None:
@@ -366,11 +463,11 @@ def test_hours_until_midnight() -> None:
     assert hours.closing == END_OF_DAY
     calendar = WorkingCalendar.from_sources(hours=hours)
     # Tuesday 23:59:30 plus 60 working seconds runs on past midnight into Wednesday.
-    assert calendar.add_working_seconds(at(2026, 3, 3, 23, 59, 30), 60) == at(2026, 3, 4, 0, 0, 30)
+    assert calendar.add_working_time(at(2026, 3, 3, 23, 59, 30), timedelta(seconds=60)) == at(2026, 3, 4, 0, 0, 30)
     # Friday 23:59:30: the weekend rests, so the count goes on on Monday at 00:00.
-    assert calendar.add_working_seconds(at(2026, 3, 6, 23, 59, 30), 60) == at(2026, 3, 9, 0, 0, 30)
+    assert calendar.add_working_time(at(2026, 3, 6, 23, 59, 30), timedelta(seconds=60)) == at(2026, 3, 9, 0, 0, 30)
     assert calendar.working_days_after(at(2026, 3, 3, 10), 1) == at(2026, 3, 5)
-    assert calendar.working_seconds_between(at(2026, 3, 3, 23), at(2026, 3, 4, 1)) == 7200
+    assert calendar.working_time_between(at(2026, 3, 3, 23), at(2026, 3, 4, 1)) == timedelta(seconds=7200)
     assert calendar.is_working_time(at(2026, 3, 3, 23, 59, 59) + timedelta(microseconds=999999))
     assert calendar.is_working_time(at(2026, 3, 4))
     assert not calendar.is_working_time(at(2026, 3, 7, 12))
@@ -379,8 +476,8 @@ def test_hours_until_midnight() -> None:
 def test_hours_ending_at_midnight_after_a_break() -> None:
     hours = WorkingHours.parse("08:00-12:00,20:00-24:00")
     calendar = WorkingCalendar.from_sources(hours=hours)
-    assert calendar.add_working_minutes(at(2026, 3, 3, 11), 120) == at(2026, 3, 3, 21)
-    assert calendar.add_working_minutes(at(2026, 3, 3, 23), 120) == at(2026, 3, 4, 9)
+    assert calendar.add_working_time(at(2026, 3, 3, 11), timedelta(minutes=120)) == at(2026, 3, 3, 21)
+    assert calendar.add_working_time(at(2026, 3, 3, 23), timedelta(minutes=120)) == at(2026, 3, 4, 9)
 
 
 @pytest.mark.parametrize("text", ["24:00-24:00", "24:00-08:00", "00:00-25:00"])

@@ -658,3 +658,25 @@ def test_random_sequences_never_raise_and_never_leave_closed(
             event(f"by {decision.transitions[-1].cause}")
     if closed:
         assert case.state is S.CLOSED
+
+
+# --- the claimed time decides nothing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(ActionType))
+@pytest.mark.parametrize("state", list(CaseState))
+@pytest.mark.parametrize("claimed", [datetime(2000, 1, 1, tzinfo=UTC), datetime(2099, 1, 1, tzinfo=UTC)])
+def test_an_actions_claimed_time_changes_no_decision(state: CaseState, kind: ActionType, claimed: datetime) -> None:
+    # Contract 3.6: the fact's time is routing's receipt (casework stamps it); the department's `at` is a claim
+    # only, so a backdated or future-dated action is decided exactly like one dated now.
+    case = case_for(state, kind)
+    action = well_formed(kind, case.lead_department or LEAD)
+    assert decide_action(case, action.model_copy(update={"at": claimed})) == decide_action(case, action)
+
+
+def test_a_callbacks_claimed_time_changes_no_decision() -> None:
+    case = case_in(S.RESOLVED)
+    for result in (callback(), callback("unsatisfied")):
+        assert decide_callback(
+            case, result.model_copy(update={"callback_at": AT.replace(year=2000)})
+        ) == decide_callback(case, result)

@@ -147,13 +147,63 @@ def test_a_return_is_routed_again_in_a_new_round() -> None:
     assert effects.case.returned_by == frozenset({"gov-150523"})
 
 
-def test_action_times_are_never_later_than_now() -> None:
+def test_an_action_is_judged_by_routing_receipt_and_carries_its_claimed_time() -> None:
+    # Contract 3.6: `at` is when the product took the fact; the department's own time travels as `claimed_at`.
     c = complaint()
     case = receive(c, RULES, NOW).case
-    early = taken(act(case, facts_of(c), action(case, "gov-150523", "accept", NOW - timedelta(hours=1)), RULES, NOW))
-    assert early.transitions[0].at == NOW - timedelta(hours=1)
-    late = taken(act(case, facts_of(c), action(case, "gov-150523", "accept", NOW + timedelta(hours=1)), RULES, NOW))
-    assert late.transitions[0].at == NOW
+    for claimed in (NOW - timedelta(hours=1), NOW + timedelta(hours=1), NOW):
+        effects = taken(act(case, facts_of(c), action(case, "gov-150523", "accept", claimed), RULES, NOW))
+        (change,) = effects.transitions
+        assert (change.at, change.claimed_at) == (NOW, claimed)
+
+
+def test_a_backdated_resolve_is_taken_at_receipt() -> None:
+    # A resolve claimed a week ago (before the assignment, past any deadline) meets nothing: it counts from now.
+    c = complaint(Category.GOVERNMENT_SERVICES, "150500")
+    facts = facts_of(c)
+    case = receive(c, RULES, NOW - timedelta(days=10)).case
+    for kind in ("accept", "contact"):
+        case = taken(act(case, facts, action(case, "spj", kind, NOW - timedelta(days=9)), RULES, NOW)).case
+    week_ago = NOW - timedelta(days=7)
+    resolved = taken(act(case, facts, action(case, "spj", "resolve", week_ago, note="已办结"), RULES, NOW))
+    (change,) = resolved.transitions
+    assert (change.cause, change.at, change.claimed_at) == ("resolve", NOW, week_ago)
+    assert change.occurred_at == NOW
+    # On the wire as well: the lifecycle message a consumer reads says both.
+    wire = LifecycleChanged.model_validate_json(change.to_json_bytes())
+    assert (wire.at, wire.claimed_at) == (NOW, week_ago)
+
+
+def test_extension_and_desk_facts_take_the_receipt_time_too() -> None:
+    c = complaint(Category.GOVERNMENT_SERVICES, "150500")
+    facts = facts_of(c)
+    case = receive(c, RULES, NOW).case
+    case = taken(act(case, facts, action(case, "spj", "accept"), RULES, NOW)).case
+    claimed = NOW - timedelta(days=3)
+    asked = taken(act(case, facts, action(case, "spj", "request_extension", claimed, working_days=2), RULES, NOW))
+    assert [(t.at, t.claimed_at) for t in asked.transitions] == [(NOW, claimed)]
+    ret = action(asked.case, "spj", "return", claimed, reason_code="not_our_duty", reason="x")
+    returned = taken(act(asked.case, facts, ret, RULES, NOW))
+    assert {t.at for t in returned.transitions} == {NOW}
+    # The re-routing after the return is routing's own act: no department claimed a time for it.
+    assert [t.claimed_at for t in returned.transitions] == [claimed, None]
+
+
+def test_a_callback_is_judged_by_receipt_and_carries_its_visit_time() -> None:
+    c = complaint(Category.GOVERNMENT_SERVICES, "150500")
+    facts = facts_of(c)
+    case = receive(c, RULES, NOW).case
+    for kind, extra in (("accept", {}), ("contact", {}), ("resolve", {"note": "已办结"})):
+        case = taken(act(case, facts, action(case, "spj", kind, **extra), RULES, NOW)).case
+    visited = NOW - timedelta(days=5)
+    result = CallbackResult(
+        complaint_id=c.complaint_id, callback_at=visited, satisfaction="unsatisfied", resolved=False
+    )
+    reopened = taken(call_back(case, facts, result, RULES, NOW))
+    assert [(t.to_state.value, t.at, t.claimed_at) for t in reopened.transitions] == [
+        ("reopened", NOW, visited),
+        ("assigned", NOW, None),
+    ]
 
 
 def test_extension_facts_are_lifecycle_events_that_keep_the_state() -> None:
