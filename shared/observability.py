@@ -115,7 +115,9 @@ class Metrics:
         self.sla_warnings = Counter("sla_warnings", "SLA warnings fired.", ["stage", "department"], registry=r)
         self.sla_breaches = Counter("sla_breaches", "SLA breaches fired.", ["stage", "department"], registry=r)
         self.sla_met = Counter(
-            "sla_deadlines_met", "Deadlines met in time (the on-time figure's numerator).", ["stage", "department"],
+            "sla_deadlines_met",
+            "Deadlines met in time (the on-time figure's numerator).",
+            ["stage", "department"],
             registry=r,
         )
         self.complaints_open = Gauge("complaints_open", "Open cases.", ["department", "state"], registry=r)
