@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit integration lint typecheck bench clean kafka-jars
+.PHONY: install run test unit integration lint typecheck bench clean kafka-jars system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,14 +21,21 @@ kafka-jars: install
 run: install kafka-jars
 	$(BIN)/complaints dev --simulate 20
 
+## Debian's prometheus (promtool, prometheus) for the monitoring tests, installed only when missing.
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; \
+	fi
+
 ## Lint, type-check, then every test tier; integration tests start real Kafka and PostgreSQL themselves.
-test: install kafka-jars lint typecheck
+test: install kafka-jars system-deps lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/contract
 
-integration: install kafka-jars
+integration: install kafka-jars system-deps
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
 
 lint: install
