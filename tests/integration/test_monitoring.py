@@ -230,6 +230,13 @@ async def test_prometheus_scrapes_the_services_and_every_panel_has_data(env: Env
 
                 await wait_for("targets up", targets_down, timeout_s=60)
 
+                for name, service in services.items():  # each declares, on its own /metrics, every name it owns
+                    text = (await http.get(f"{service.url}/metrics")).text
+                    for metric, owners in CONTRACT_METRICS.items():
+                        if name in owners or "*" in owners:
+                            declared = {f"# TYPE {metric} ", f"# TYPE {metric.removesuffix('_total')} counter"}
+                            assert any(line in text for line in declared), f"{name} does not serve {metric}"
+
                 async def metrics_not_served() -> list[str]:
                     missing = []
                     for metric, owners in CONTRACT_METRICS.items():
