@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit integration lint typecheck bench clean kafka-jars
+.PHONY: install run test unit integration lint typecheck bench clean kafka-jars system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,21 +14,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-kafka-jars: install
+kafka-jars: install system-deps
 	$(BIN)/python -m shared.devtools.infra.kafka_local fetch
 
 ## The whole system with realistic simulated traffic (own Kafka and PostgreSQL unless configured).
 run: install kafka-jars
 	$(BIN)/complaints dev --simulate 20
 
+## Debian packages the tests use (Java, Maven, Prometheus, Chromium, CJK fonts), installed only when missing.
+system-deps:
+	@bash deploy/system-deps.sh
+
 ## Lint, type-check, then every test tier; integration tests start real Kafka and PostgreSQL themselves.
-test: install kafka-jars lint typecheck
+test: install kafka-jars system-deps lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/contract
 
-integration: install kafka-jars
+integration: install kafka-jars system-deps
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
 
 lint: install

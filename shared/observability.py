@@ -74,6 +74,28 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Contract section 9: each metric's name as served (counters with `_total`) → the services that serve it.
+# "*" is every service. The gauges marked (db) are recomputed from the database, so every replica shows the
+# whole figure: aggregate them with max(), never sum().
+CONTRACT_METRICS: dict[str, tuple[str, ...]] = {
+    "complaints_received_total": ("intake",),
+    "complaints_rejected_total": ("intake",),
+    "complaints_assigned_total": ("routing",),
+    "complaints_returned_total": ("routing",),
+    "sla_warnings_total": ("sla",),
+    "sla_breaches_total": ("sla",),
+    "complaints_open": ("routing",),  # (db)
+    "sla_overdue_open": ("sla",),  # (db)
+    "intake_to_assignment_seconds": ("routing",),
+    "consumer_lag_messages": ("*",),
+    "outbox_pending_messages": ("*",),  # (db)
+    "dead_letters_total": ("*",),
+    "sla_calendar_year_missing": ("sla",),
+}
+# Named by the contract for the later feature of section 10 (early warnings, supervision items): not served yet.
+NOT_YET_SERVED: tuple[str, ...] = ("early_warnings_total", "supervision_items_open")
+
+
 class Metrics:
     """The contract's metrics in one registry per process. A service updates the ones that are its own."""
 
@@ -92,6 +114,12 @@ class Metrics:
         self.returned = Counter("complaints_returned", "Returns (退单).", ["department", "reason_code"], registry=r)
         self.sla_warnings = Counter("sla_warnings", "SLA warnings fired.", ["stage", "department"], registry=r)
         self.sla_breaches = Counter("sla_breaches", "SLA breaches fired.", ["stage", "department"], registry=r)
+        self.sla_met = Counter(
+            "sla_deadlines_met",
+            "Deadlines met in time (the on-time figure's numerator).",
+            ["stage", "department"],
+            registry=r,
+        )
         self.complaints_open = Gauge("complaints_open", "Open cases.", ["department", "state"], registry=r)
         self.sla_overdue_open = Gauge(
             "sla_overdue_open", "Open overdue deadlines.", ["department", "stage"], registry=r

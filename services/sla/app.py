@@ -208,6 +208,8 @@ class ClockConsumer:
         for event in result.events:
             if event.type is SlaEventType.BREACHED:
                 m.sla_breaches.labels(event.stage.value, event.department).inc()
+            elif event.type is SlaEventType.MET:
+                m.sla_met.labels(event.stage.value, event.department).inc()
         for letter in letters:
             m.dead_letters.labels(letter.source_topic).inc()
             log.warning(
@@ -272,6 +274,7 @@ def _setup(sla: SlaSettings | None) -> Any:
         policy = load_policy(cfg.policy)
         calendar = build_calendar(ctx.settings, cfg, ctx.metrics)
         now = ctx.clock()
+        ctx.metrics.calendar_year_missing.labels(str(as_local(now).year)).set(0)  # set to 1 just below if unknown
         calendar.is_working_day(
             as_local(now).date()
         )  # an unknown current year is reported at start, not at its first case
