@@ -8,6 +8,7 @@ import logging
 from datetime import datetime
 from typing import Any, Final
 
+from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
@@ -149,7 +150,7 @@ def subscribe(ctx: ServiceContext, projection: Projection) -> None:
             ctx, topic, group_id=ctx.group(GROUP, topic), title=f"reporting:{topic}", description=what
         )
 
-        async def handler(msg: Any) -> None:
+        async def handler(msg: KafkaMessage) -> None:
             await projection.on_batch(msg)
 
         subscriber(handler)
