@@ -151,6 +151,7 @@ class _Builder:
         extension_days: int | None = None,
         reason_code: str | None = None,
         cause: str | None = None,
+        callback: CallbackResult | None = None,
     ) -> None:
         self.events.append(
             LifecycleChanged(
@@ -169,6 +170,8 @@ class _Builder:
                 action_id=self.action_id,
                 extension_days=extension_days,
                 reason_code=reason_code,
+                satisfaction=callback.satisfaction if callback is not None else None,
+                resolved=callback.resolved if callback is not None else None,
             )
         )
 
@@ -269,7 +272,7 @@ def call_back(
     key = callback_key(callback)
     build = _Builder(key, key, now)
     for t in decided.transitions:
-        build.transition(t, decided.case, department=None, claimed_at=callback.callback_at)
+        build.transition(t, decided.case, department=None, claimed_at=callback.callback_at, callback=callback)
     after = _follow(build, decided, facts, rules, None)
     if isinstance(after, Refused):
         return after

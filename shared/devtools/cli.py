@@ -75,6 +75,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.target == "reports":
+        from shared.devtools.bench_reports import run_reports_bench
+
+        return run_reports_bench(args)
     if args.target == "sla":
         from shared.devtools.bench_sla import run_sla_bench
 
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_cmd_simulate)
 
     bench = sub.add_parser("bench", help="measure throughput and latency")
-    bench.add_argument("target", choices=["intake", "routing", "sla"], nargs="?", default="intake")
+    bench.add_argument("target", choices=["intake", "routing", "sla", "reports"], nargs="?", default="intake")
     bench.add_argument("--count", type=int, default=20000, help="intake: raw messages in the backlog phase")
     bench.add_argument("--rate", type=float, default=1000.0, help="intake, routing: rate of the latency phase")
     bench.add_argument("--seconds", type=float, default=10.0, help="intake, routing: length of the latency phase")

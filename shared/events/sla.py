@@ -78,3 +78,9 @@ class LifecycleChanged(Event):
         default=None, description="Working days of an extension requested or approved (cause *_extension)."
     )
     reason_code: str | None = Field(default=None, description="With `return`: the return's reason code.")
+    satisfaction: Literal["satisfied", "basically_satisfied", "unsatisfied"] | None = Field(
+        default=None, description="With `callback`: the enterprise's satisfaction (contract 3.4)."
+    )
+    resolved: bool | None = Field(
+        default=None, description="With `callback`: whether the enterprise says the problem is solved."
+    )

@@ -1,0 +1,148 @@
+"""Reporting's SQL (schema `reporting`): facts by event id, cases with their contribution, the rollups, and the reads
+behind the summary and the repeats. Every value goes in as a parameter."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from services.reporting.projections import COUNTS, CaseFigures, Contribution, Counts
+from services.reporting.repeats import RepeatCase
+
+SQL_INSERT_FACTS = """
+INSERT INTO facts (event_id, complaint_id, topic, occurred_at, body, stored_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING complaint_id
+"""
+SQL_CASE_FACTS = "SELECT complaint_id, topic, body FROM facts WHERE complaint_id = ANY($1::text[])"
+SQL_LOCK_CASES = """
+SELECT complaint_id, contribution FROM cases WHERE complaint_id = ANY($1::text[]) ORDER BY complaint_id FOR UPDATE
+"""
+SQL_SAVE_CASES = """
+INSERT INTO cases (complaint_id, received_at, received_day, channel, region_code, category, department,
+                   enterprise_key, enterprise_name, uscc, contribution, updated_at)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::date[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::timestamptz[])
+ON CONFLICT (complaint_id) DO UPDATE SET
+    received_at = EXCLUDED.received_at, received_day = EXCLUDED.received_day, channel = EXCLUDED.channel,
+    region_code = EXCLUDED.region_code, category = EXCLUDED.category, department = EXCLUDED.department,
+    enterprise_key = EXCLUDED.enterprise_key, enterprise_name = EXCLUDED.enterprise_name, uscc = EXCLUDED.uscc,
+    contribution = EXCLUDED.contribution, updated_at = EXCLUDED.updated_at
+"""
+_COLS = ", ".join(COUNTS)
+_ARRAYS = ", ".join(f"${i + 4}::integer[]" for i in range(len(COUNTS)))
+_ADD = ", ".join(f"{c} = rollups.{c} + EXCLUDED.{c}" for c in COUNTS)
+# Built once from the fixed column list above (no value is ever formatted in).
+SQL_ADD_ROLLUPS = f"""
+INSERT INTO rollups (day, dimension, key, {_COLS})
+SELECT * FROM unnest($1::date[], $2::text[], $3::text[], {_ARRAYS})
+ON CONFLICT (dimension, day, key) DO UPDATE SET {_ADD}
+"""
+_SUMS = ", ".join(f"sum({c})::bigint AS {c}" for c in COUNTS)
+SQL_SUM_GROUPS = f"""
+SELECT key, {_SUMS} FROM rollups WHERE dimension = $1 AND day BETWEEN $2 AND $3 GROUP BY key
+"""
+SQL_REPEAT_CASES = """
+SELECT complaint_id, received_at, enterprise_key, enterprise_name, uscc, category
+FROM cases
+WHERE enterprise_key IS NOT NULL AND received_day BETWEEN $1 AND $2
+  AND (enterprise_key, category) IN (
+      SELECT enterprise_key, category FROM cases
+      WHERE enterprise_key IS NOT NULL AND received_day BETWEEN $3 AND $2
+  )
+"""
+SQL_LATEST_FACT = "SELECT max(occurred_at) FROM facts"
+
+
+@dataclass(frozen=True)
+class StoredFact:
+    event_id: str
+    complaint_id: str
+    topic: str
+    occurred_at: datetime
+    body: dict[str, Any]
+
+
+async def insert_facts(conn: asyncpg.Connection[Any], facts: Sequence[StoredFact], now: datetime) -> set[str]:
+    """Keep the facts not seen before; returns the cases that got a new one (a replay gives none)."""
+    if not facts:
+        return set()
+    rows = await conn.fetch(
+        SQL_INSERT_FACTS,
+        [f.event_id for f in facts],
+        [f.complaint_id for f in facts],
+        [f.topic for f in facts],
+        [f.occurred_at for f in facts],
+        [json.dumps(f.body, ensure_ascii=False) for f in facts],
+        [now] * len(facts),
+    )
+    return {r["complaint_id"] for r in rows}
+
+
+async def lock_cases(conn: asyncpg.Connection[Any], ids: Iterable[str]) -> dict[str, Contribution]:
+    """The current contribution of each case, rows locked (in key order) until the transaction ends."""
+    rows = await conn.fetch(SQL_LOCK_CASES, sorted(ids))
+    return {r["complaint_id"]: Contribution.from_json(json.loads(r["contribution"])) for r in rows}
+
+
+async def case_facts(conn: asyncpg.Connection[Any], ids: Iterable[str]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for r in await conn.fetch(SQL_CASE_FACTS, list(ids)):
+        out.setdefault(r["complaint_id"], []).append((r["topic"], json.loads(r["body"])))
+    return out
+
+
+async def save_cases(conn: asyncpg.Connection[Any], cases: Sequence[CaseFigures], now: datetime) -> None:
+    if not cases:
+        return
+    p = [c.profile for c in cases]
+    await conn.execute(
+        SQL_SAVE_CASES,
+        [x.complaint_id for x in p],
+        [x.received_at for x in p],
+        [x.day for x in p],
+        [x.channel for x in p],
+        [x.region_code for x in p],
+        [x.category for x in p],
+        [x.department for x in p],
+        [x.enterprise_key for x in p],
+        [x.enterprise_name for x in p],
+        [x.uscc for x in p],
+        [json.dumps(c.contribution.to_json(), ensure_ascii=False) for c in cases],
+        [now] * len(cases),
+    )
+
+
+async def add_rollups(conn: asyncpg.Connection[Any], delta: Mapping[tuple[date, str, str], Counts]) -> None:
+    """Add the delta rows (already in key order) to the rollups."""
+    if not delta:
+        return
+    keys = list(delta)
+    columns = [[delta[k][i] for k in keys] for i in range(len(COUNTS))]
+    await conn.execute(SQL_ADD_ROLLUPS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], *columns)
+
+
+async def sum_rollups(conn: asyncpg.Connection[Any], dimension: str, start: date, end: date) -> dict[str, Counts]:
+    rows = await conn.fetch(SQL_SUM_GROUPS, dimension, start, end)
+    return {r["key"]: tuple(int(r[c] or 0) for c in COUNTS) for r in rows}
+
+
+async def repeat_cases(conn: asyncpg.Connection[Any], start: date, end: date, look_back: date) -> list[RepeatCase]:
+    rows = await conn.fetch(SQL_REPEAT_CASES, look_back, end, start)
+    return [
+        RepeatCase(
+            r["complaint_id"], r["received_at"], r["enterprise_key"], r["enterprise_name"], r["uscc"], r["category"]
+        )
+        for r in rows
+    ]
+
+
+async def latest_fact_time(conn: asyncpg.Connection[Any]) -> datetime | None:
+    value: datetime | None = await conn.fetchval(SQL_LATEST_FACT)
+    return value

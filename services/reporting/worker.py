@@ -1,0 +1,162 @@
+"""The projection: one batch of facts from the four topics in, one transaction out (facts kept by event id, the
+touched cases folded again by `projections.fold_case`, their old contribution subtracted from the rollups and the
+new one added), then the offsets are committed."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Final
+
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from services.reporting import store
+from services.reporting.projections import Contribution, Fact, fold_case, merge_deltas, rollup_delta
+from services.reporting.store import StoredFact
+from shared.deadletters import dead_letter_message, store_dead_letters
+from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent, dump
+from shared.kafka import RawRecord, dead_letter_of
+from shared.outbox import enqueue
+from shared.service import ServiceContext, batch_subscriber, consume_batch
+
+log = logging.getLogger(__name__)
+SERVICE: Final = "reporting"
+GROUP: Final = "reporting"
+
+MODELS: Final[dict[str, type[Fact]]] = {
+    "received": ComplaintReceived,
+    "assigned": ComplaintAssigned,
+    "lifecycle": LifecycleChanged,
+    "sla": SlaEvent,
+}
+"""The facts reporting reads, by the base name of their topic (the kind kept with each stored fact)."""
+
+
+def parse_fact(kind: str, body: dict[str, Any]) -> Fact:
+    return MODELS[kind].model_validate(body)
+
+
+class ReportingMetrics:
+    """Reporting's own metrics, in the process's one registry."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        r = ctx.metrics.registry
+        self.lag = Gauge(
+            "reporting_projection_lag_seconds",
+            "From the newest fact of the last projected batch (its occurred_at) to its commit.",
+            registry=r,
+        )
+        self.facts = Counter(
+            "reporting_facts", "Facts consumed by the projection, by outcome.", ["outcome"], registry=r
+        )
+        self.report_seconds = Histogram(
+            "reporting_report_seconds",
+            "Time to answer a report request.",
+            ["report"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+
+
+class Projection:
+    """The consume side of the read model."""
+
+    def __init__(self, ctx: ServiceContext, metrics: ReportingMetrics) -> None:
+        self.ctx, self.metrics = ctx, metrics
+        t = ctx.topics
+        self.kinds = {t.received: "received", t.assigned: "assigned", t.lifecycle: "lifecycle", t.sla: "sla"}
+
+    def decode(self, record: RawRecord, now: datetime) -> StoredFact | DeadLetter:
+        kind = self.kinds.get(record.topic)
+        if kind is None:
+            reason = f"the reporting service does not read {record.topic}"
+            return dead_letter_of(record, "unknown_topic", reason, now, service=SERVICE)
+        model = MODELS[kind]
+        try:
+            event = model.model_validate_json(record.value)
+        except ValidationError as exc:
+            reason = f"not a valid {model.__name__}: {exc.errors(include_url=False, include_input=False)}"
+            return dead_letter_of(record, "invalid_event", reason, now, service=SERVICE)
+        return StoredFact(str(event.event_id), event.complaint_id, kind, event.occurred_at, dump(event))
+
+    async def ingest(self, records: list[RawRecord]) -> None:
+        ctx = self.ctx
+        now = ctx.clock()
+        facts: list[StoredFact] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            decoded = self.decode(record, now)
+            (letters if isinstance(decoded, DeadLetter) else facts).append(decoded)  # type: ignore[arg-type]
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            touched = await store.insert_facts(conn, facts, now)
+            if touched:
+                old = await store.lock_cases(conn, touched)
+                stored = await store.case_facts(conn, touched)
+                folded = [
+                    fold_case(cid, [parse_fact(kind, body) for kind, body in stored.get(cid, [])])
+                    for cid in sorted(touched)
+                ]
+                delta = merge_deltas(
+                    rollup_delta(old.get(f.profile.complaint_id, Contribution()), f.contribution) for f in folded
+                )
+                await store.save_cases(conn, folded, now)
+                await store.add_rollups(conn, delta)
+            new_letters = await store_dead_letters(conn, letters)
+            await enqueue(conn, [dead_letter_message(d, ctx.topics.dlq) for d in new_letters])
+        applied = sum(1 for f in facts if f.complaint_id in touched)
+        self.metrics.facts.labels("applied").inc(applied)
+        self.metrics.facts.labels("duplicate").inc(len(facts) - applied)
+        if facts:
+            self.metrics.lag.set(max(0.0, (ctx.clock() - max(f.occurred_at for f in facts)).total_seconds()))
+        for letter in new_letters:
+            ctx.metrics.dead_letters.labels(letter.source_topic).inc()
+            log.warning(
+                "dead letter",
+                extra={"source_topic": letter.source_topic, "offset": letter.source_offset, "reason": letter.reason},
+            )
+        if new_letters:
+            ctx.relay.wake()
+
+    async def give_up(self, record: RawRecord, exc: BaseException, attempts: int) -> None:
+        """A record that failed for good for a reason other than its data: a dead letter, counted."""
+        now = self.ctx.clock()
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        letter = dead_letter_of(record, "processing_failed", reason, now, service=SERVICE, attempts=attempts)
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            new_letters = await store_dead_letters(conn, [letter])
+            await enqueue(conn, [dead_letter_message(d, self.ctx.topics.dlq) for d in new_letters])
+        for fresh in new_letters:
+            self.ctx.metrics.dead_letters.labels(fresh.source_topic).inc()
+        self.ctx.relay.wake()
+
+    async def on_batch(self, msg: Any) -> None:
+        await consume_batch(
+            self.ctx, msg, self.ingest, self.give_up, group=f"{self.ctx.settings.topic_prefix}{GROUP}", where=GROUP
+        )
+
+
+def subscribe(ctx: ServiceContext, projection: Projection) -> None:
+    """One subscriber per topic, all in the consumer group `reporting`."""
+    t = ctx.topics
+    for topic, what in (
+        (t.received, "complaint.received (3.1): the case, its day and its groups."),
+        (t.assigned, "complaint.assigned (3.2): assignments, counted for their department."),
+        (t.lifecycle, "complaints.lifecycle (3.6): accepts, contacts, returns, resolves, callbacks."),
+        (t.sla, "complaints.sla (3.5): deadlines, breaches and `met` (the latest word per stage and round wins)."),
+    ):
+        subscriber = batch_subscriber(
+            ctx, topic, group_id=ctx.group(GROUP, topic), title=f"reporting:{topic}", description=what
+        )
+
+        async def handler(msg: KafkaMessage) -> None:
+            await projection.on_batch(msg)
+
+        subscriber(handler)
+    ctx.broker.publisher(
+        t.dlq,
+        schema=DeadLetter,
+        title="complaints.dlq",
+        description="Records the reporting service could not read, with reason and bytes.",
+    )
