@@ -387,9 +387,14 @@ async def test_pruned_with_zero_day_retention_a_replay_from_offset_zero_changes_
         # pruned tables fill again as the consumers read from offset 0.
         good = len(messages) - bad
         assert await wait_for_metric(procs[0].url, "complaints_duplicates_total", good), procs[0].log_tail()
-        deadline = time.monotonic() + 60
-        while (counts := await table_counts(env.database_url))["sla.processed"] == 0:
-            assert time.monotonic() < deadline, f"sla did not read again: {counts}"
+        deadline = time.monotonic() + 90
+        async with httpx.AsyncClient(base_url=procs[2].url, timeout=5) as http:
+            # The clock read every case's complaint.received again and noted it a duplicate (its processed rows gone).
+            while metric_sum((await http.get("/metrics")).text, 'sla_facts_total{outcome="duplicate"}') < len(want):
+                assert time.monotonic() < deadline, procs[2].log_tail()
+                await asyncio.sleep(0.5)
+        while "complaint.received for a known case ignored" not in procs[1].log_tail(200_000):
+            assert time.monotonic() < deadline, procs[1].log_tail()
             await asyncio.sleep(0.5)
         after = await collect(env.bootstrap, out_topics, settled, timeout_s=60, settle_s=8)
     finally:
