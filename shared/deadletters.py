@@ -14,7 +14,7 @@ from shared.outbox import OutboxMessage
 SQL_INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letters (dead_letter_id, source_topic, source_partition, source_offset, source_key,
                           error_type, reason, first_seen_at, attempts, payload)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::bytea[], $6::text[], $7::text[],
                      $8::timestamptz[], $9::int[], $10::bytea[])
 ON CONFLICT DO NOTHING
 RETURNING dead_letter_id
@@ -22,7 +22,10 @@ RETURNING dead_letter_id
 
 
 async def store_dead_letters(conn: asyncpg.Connection[Any], letters: Sequence[DeadLetter]) -> list[DeadLetter]:
-    """Store dead letters in the caller's transaction; returns the new ones (a redelivered record gives none)."""
+    """Store dead letters in the caller's transaction; returns the new ones (a redelivered record gives none).
+
+    Nothing of the record's content can make this fail: its key and payload are stored as bytes (bytea), and the
+    texts (reason, error type) were made storable when the dead letter was built (`shared.kafka.dead_letter_of`)."""
     if not letters:
         return []
     rows = await conn.fetch(
@@ -31,7 +34,7 @@ async def store_dead_letters(conn: asyncpg.Connection[Any], letters: Sequence[De
         [d.source_topic for d in letters],
         [d.source_partition for d in letters],
         [d.source_offset for d in letters],
-        [d.source_key for d in letters],
+        [d.key_bytes() for d in letters],
         [d.error_type for d in letters],
         [d.reason for d in letters],
         [d.first_seen_at for d in letters],
@@ -43,6 +46,5 @@ async def store_dead_letters(conn: asyncpg.Connection[Any], letters: Sequence[De
 
 
 def dead_letter_message(letter: DeadLetter, dlq_topic: str) -> OutboxMessage:
-    """The `complaints.dlq` message of a dead letter, keyed by its source key."""
-    key = letter.source_key.encode() if letter.source_key is not None else None
-    return OutboxMessage(dlq_topic, key, letter.to_json_bytes())
+    """The `complaints.dlq` message of a dead letter, keyed by its source key's exact bytes."""
+    return OutboxMessage(dlq_topic, letter.key_bytes(), letter.to_json_bytes())

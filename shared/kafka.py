@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from shared.db import is_transient
+from shared.db import Fault, classify
 from shared.events import DeadLetter
 from shared.observability import mask_phones_in_text
 from shared.settings import Settings
@@ -47,7 +47,7 @@ class RawRecord:
 
     @property
     def key_text(self) -> str | None:
-        return None if self.key is None else self.key.decode("utf-8", errors="replace")
+        return None if self.key is None else key_as_text(self.key)
 
     @classmethod
     def of(cls, record: Any) -> RawRecord:
@@ -59,6 +59,23 @@ class RawRecord:
             value=record.value if record.value is not None else b"",
             timestamp_ms=record.timestamp,
         )
+
+
+def key_as_text(key: bytes) -> str:
+    """A key as text PostgreSQL and JSON both accept: the UTF-8 text itself, but each byte that is not valid UTF-8
+    and each NUL written `\\xNN` (so `b"A\\x00\\xff"` reads `A\\x00\\xff`). The exact bytes travel beside it."""
+    return key.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+
+
+def storable_text(text: str) -> str:
+    """Text PostgreSQL can store and pydantic can write as JSON: NUL and lone surrogates replaced by U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
 
 
 def security_kwargs(settings: Settings) -> dict[str, Any]:
@@ -125,6 +142,7 @@ class Backoff:
 
 BatchFn = Callable[[list[RawRecord]], Awaitable[None]]
 GiveUpFn = Callable[[RawRecord, BaseException, int], Awaitable[None]]
+OnFaultFn = Callable[[BaseException], Awaitable[None]]
 
 
 class Health:
@@ -148,13 +166,16 @@ async def process_with_retries(
     where: str,
     health: Health,
     on_retry: Callable[[], None] | None = None,
+    on_fault: OnFaultFn | None = None,
     max_attempts: int = 3,
 ) -> None:
     """Run `handle` on the batch until its effects are durable. Never raises but on cancellation.
 
-    - A passing fault (database or broker away): retry the same records with backoff, forever.
+    - A passing fault (database or broker away, read-only, a timeout, a deadlock: `shared.db.classify`): retry the
+      same records with backoff, forever, after `on_fault` (which may drop the pool's stale connections).
     - Any other error on a batch: split it and run each record alone, so one poison record cannot hold the rest.
-    - A single record failing `max_attempts` times for a non-passing reason: `give_up` (a dead letter).
+    - A single record failing for its own content (a data exception, an integrity violation): `give_up` at once;
+      failing `max_attempts` times for another reason (a bug): `give_up`. Either way a dead letter.
     """
     backoff = Backoff()
     attempts = 0
@@ -164,11 +185,13 @@ async def process_with_retries(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if is_transient(exc) or isinstance(exc, KafkaError):
+            fault = classify(exc)
+            if fault is Fault.PASSING or isinstance(exc, KafkaError):
                 health.fault(where, exc)
                 if on_retry:
                     on_retry()
                 log.warning("passing fault, retrying", extra={"where": where, "error": repr(exc)[:300]})
+                await _after_fault(on_fault, exc, where)
                 await backoff.wait()
                 continue
             if len(records) > 1:
@@ -181,24 +204,44 @@ async def process_with_retries(
                         where=where,
                         health=health,
                         on_retry=on_retry,
+                        on_fault=on_fault,
                         max_attempts=max_attempts,
                     )
                 return
             attempts += 1
-            if attempts < max_attempts:
+            if attempts < max_attempts and fault is not Fault.RECORD:
                 await backoff.wait()
                 continue
             log.exception("record failed for good, dead-lettering", extra={"where": where})
-            await _give_up_durably(records[0], exc, attempts, give_up, where, health)
+            await _give_up_durably(records[0], exc, attempts, give_up, where, health, on_fault)
             return
         else:
             health.clear(where)
             return
 
 
+async def _after_fault(on_fault: OnFaultFn | None, exc: BaseException, where: str) -> None:
+    if on_fault is None:
+        return
+    try:
+        await on_fault(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a failed clean-up must not stop the retries
+        log.warning("clean-up after a fault failed", extra={"where": where, "error": repr(err)[:300]})
+
+
 async def _give_up_durably(
-    record: RawRecord, exc: BaseException, attempts: int, give_up: GiveUpFn, where: str, health: Health
+    record: RawRecord,
+    exc: BaseException,
+    attempts: int,
+    give_up: GiveUpFn,
+    where: str,
+    health: Health,
+    on_fault: OnFaultFn | None = None,
 ) -> None:
+    """Write the dead letter, retrying forever: its content is made storable (key and payload as bytes, text
+    sanitized), so only a passing fault can stop it, and we must not move past the record until it is durable."""
     backoff = Backoff()
     while True:
         try:
@@ -208,8 +251,10 @@ async def _give_up_durably(
         except Exception as err:  # noqa: BLE001 - we must not move past the record until its dead letter is durable
             health.fault(where, err)
             log.warning("could not write the dead letter yet", extra={"where": where, "error": repr(err)[:300]})
+            await _after_fault(on_fault, err, where)
             await backoff.wait()
         else:
+            health.clear(where)
             return
 
 
@@ -222,11 +267,12 @@ def dead_letter_of(
         dead_letter_id=uuid5(NAMESPACE_URL, f"dlq:{service}:{record.topic}:{record.partition}:{record.offset}"),
         source_topic=record.topic,
         source_key=record.key_text,
+        source_key_b64=None if record.key is None else base64.b64encode(record.key).decode("ascii"),
         source_partition=record.partition,
         source_offset=record.offset,
         service=service,
-        reason=mask_phones_in_text(reason)[:2000],
-        error_type=error_type,
+        reason=storable_text(mask_phones_in_text(reason)[:2000]),
+        error_type=storable_text(error_type)[:100],
         first_seen_at=now,
         attempts=attempts,
         payload_b64=base64.b64encode(record.value).decode("ascii"),

@@ -7,6 +7,7 @@ Nothing here runs at import time; `create_service_app` returns an app whose life
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shared.auth import KeyRing, Principal
 from shared.clock import Clock, system_clock
-from shared.db import create_pool, ping
+from shared.db import after_fault, create_pool, ping
 from shared.kafka import (
     BatchFn,
     GiveUpFn,
@@ -43,6 +44,7 @@ from shared.lag import LagMonitor
 from shared.migrate import migrate
 from shared.observability import Metrics, setup_logging
 from shared.outbox import OutboxRelay
+from shared.retention import RULES, Retention, prune_forever
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -126,7 +128,13 @@ def create_service_app(
         health = Health()
         await migrate(cfg.database_url, (name,))
         await ensure_topics(cfg, topics.all())
-        pool = await create_pool(cfg.database_url, name, max_size=cfg.db_pool_max)
+        pool = await create_pool(
+            cfg.database_url,
+            name,
+            max_size=cfg.db_pool_max,
+            command_timeout_s=cfg.db_command_timeout_s,
+            connect_timeout_s=cfg.db_connect_timeout_s,
+        )
         producer = make_producer(cfg, client_id=f"complaints-{name}")
         await producer.start()
         broker = KafkaBroker(
@@ -148,11 +156,17 @@ def create_service_app(
             cfg, metrics, health, ctx.consumer_groups, interval_s=cfg.lag_interval_s, stall_after_s=cfg.stall_after_s
         )
         lag.start()
+        retention = Retention(cfg.processed_retention_days, cfg.dead_letter_retention_days, cfg.prune_batch_size)
+        pruner = asyncio.create_task(
+            prune_forever(pool, RULES.get(name, ()), retention, clock, cfg.prune_interval_s), name="prune"
+        )
         log.info("service started", extra={"service": name, "port": cfg.port_for(name)})
         try:
             yield
         finally:
             # Stop taking new records first (in-flight batches finish and commit), then flush what they produced.
+            pruner.cancel()
+            await asyncio.gather(pruner, return_exceptions=True)
             await lag.stop()
             await broker.stop()
             if teardown is not None:
@@ -257,6 +271,7 @@ async def consume_batch(
         where=where,
         health=ctx.health,
         on_retry=ctx.metrics.transient_retries.labels(where).inc,
+        on_fault=lambda exc: after_fault(ctx.pool, exc),
     )
     await msg.ack()
     ctx.metrics.batch_seconds.labels(group).observe(time.perf_counter() - started)

@@ -41,5 +41,21 @@ class Settings(BaseSettings):
     lag_interval_s: float = Field(default=10.0, gt=0, description="How often consumer lag is read from the broker.")
     stall_after_s: float = Field(default=120.0, gt=0, description="Lag with no commit this long: not ready.")
 
+    db_command_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest wait on one database statement, commit or rollback."
+    )
+    db_connect_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait to open a database connection.")
+    http_db_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest an HTTP request waits on the database (acquire to commit): then 503."
+    )
+    processed_retention_days: float = Field(
+        default=30.0, ge=0, description="Processed-message rows older than this are pruned (docs/operations.md)."
+    )
+    dead_letter_retention_days: float = Field(
+        default=90.0, ge=0, description="Dead-letter rows older than this are pruned (the dlq topic keeps its own)."
+    )
+    prune_interval_s: float = Field(default=3600.0, gt=0, description="How often each service prunes.")
+    prune_batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows deleted per transaction.")
+
     def port_for(self, service: str) -> int:
         return self.http_port if self.http_port is not None else DEFAULT_PORTS[service]

@@ -6,7 +6,6 @@ messages in one transaction; the outbox relay publishes them. Offsets are commit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -17,7 +16,7 @@ from faststream.kafka.annotations import KafkaMessage
 from services.intake import store
 from services.intake.normalize import MAX_BODY_BYTES, Rejection, normalize
 from shared.auth import Principal
-from shared.db import is_transient
+from shared.db import bounded_transaction, is_transient
 from shared.domain import Channel
 from shared.events import ComplaintReceived, DeadLetter
 from shared.kafka import RawRecord, dead_letter_of
@@ -172,7 +171,7 @@ async def post_intake(channel: str, request: Request, caller: Principal = Caller
         status = _HTTP_STATUS.get(result.error_type, 422)
         raise HTTPException(status, {"error": result.error_type, "reason": mask_phones_in_text(result.reason)})
     try:
-        async with asyncio.timeout(10), ctx.pool.acquire() as conn, conn.transaction():
+        async with bounded_transaction(ctx.pool, ctx.settings.http_db_timeout_s) as conn:
             saved = await store.save(
                 conn, [result], [], now=now, via="http", received_topic=ctx.topics.received, dlq_topic=ctx.topics.dlq
             )

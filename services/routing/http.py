@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from services.routing.views import (
 )
 from services.routing.worker import RoutingWorker, action_fact
 from shared.auth import Principal
-from shared.db import is_transient
+from shared.db import bounded_transaction, is_transient
 from shared.domain import is_department
 from shared.events import (
     CaseState,
@@ -107,7 +106,7 @@ async def post_action(complaint_id: str, request: Request, caller: Principal = C
         )
     now = ctx.clock()
     try:
-        async with asyncio.timeout(10), ctx.pool.acquire() as conn, conn.transaction():
+        async with bounded_transaction(ctx.pool, ctx.settings.http_db_timeout_s) as conn:
             (outcome,) = await routing.apply(conn, [action_fact(action)], now)
     except Exception as exc:
         if is_transient(exc):

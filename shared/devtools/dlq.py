@@ -2,9 +2,9 @@
 
 It reads `complaints.dlq` in its own consumer group (`<prefix>dlq-replay`), so each dead letter is replayed once
 however often the command runs; it stops at the end the topic had when it started; filters by source topic or
-error type; republishes the original bytes with the original key; commits only after the broker has acknowledged
-them. A replayed message that is still bad becomes a new dead letter (it has a new offset): the next run offers it
-again, this run does not, so a replay never loops.
+error type; republishes the original bytes with the original key (its exact bytes, from `source_key_b64`);
+commits only after the broker has acknowledged them. A replayed message that is still bad becomes a new dead letter
+(it has a new offset): the next run offers it again, this run does not, so a replay never loops.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ async def replay(
                     continue
                 counts["replayed"] += 1
                 if not dry_run:
-                    key = letter.source_key.encode() if letter.source_key is not None else None
+                    # The exact key bytes (`source_key_b64`), not its text, which escapes a NUL or invalid UTF-8.
+                    key = letter.key_bytes()
                     pending.append(await producer.send(letter.source_topic, letter.payload(), key=key))
             await asyncio.gather(*pending)
             if not dry_run and records:
