@@ -292,7 +292,7 @@ class Readiness(BaseModel):
     ready: bool
     database: bool
     broker: bool
-    degraded: bool
+    degraded: dict[str, str] = Field(description="Parts retrying a passing fault, with the last error of each.")
 
 
 def answers(*codes: int) -> dict[int | str, dict[str, Any]]:

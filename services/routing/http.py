@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
 import asyncpg
+import yaml
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ValidationError
@@ -280,6 +281,9 @@ async def dry_run(request: Request, caller: Principal = CallerDep) -> JSONRespon
 def _load_posted_rules(text: str, source: str) -> RuleSet:
     try:
         return load_rules(text, source=source)
+    except yaml.YAMLError as exc:  # e.g. a control character the YAML reader refuses before it parses anything
+        reason = f"{source}: not valid YAML: {exc}"[:500]
+        raise HTTPException(422, {"error": "invalid_rules", "reason": reason}) from None
     except RulesError as exc:
         raise HTTPException(
             422,
@@ -336,7 +340,6 @@ async def list_rules(request: Request, caller: Principal = CallerDep) -> JSONRes
     "/v1/routing/rules/{version}",
     summary="One rule set as its YAML text",
     openapi_extra=scopes("admin"),
-    response_class=PlainTextResponse,
     responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}}}, **answers(403, 404)},
 )
 async def get_rules(version: IdentifierPath, request: Request, caller: Principal = CallerDep) -> PlainTextResponse:
