@@ -72,6 +72,11 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "kafka", "faststream", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # uvicorn installs handlers of its own (plain text, unmasked) on its loggers: their lines go through ours instead.
+    for own in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logger = logging.getLogger(own)
+        logger.handlers[:] = []
+        logger.propagate = True
 
 
 # Contract section 9: each metric's name as served (counters with `_total`) → the services that serve it.

@@ -3,6 +3,11 @@ service's schema, an idempotent producer, the outbox relay, a FastStream Kafka b
 and the HTTP app with `/healthz`, `/readyz`, `/metrics`, `/asyncapi` and scoped-key auth.
 
 Nothing here runs at import time; `create_service_app` returns an app whose lifespan builds and closes it all.
+
+The HTTP edge every service gets from here (contract 4): `/docs` served with Swagger UI from the installed
+`swagger-ui-bundle` package (no outside host), `/openapi.json` and `/asyncapi` public and declaring the bearer
+scheme, every operation that takes a key marked with it and with its scopes in `x-scopes` (see `scopes`), every
+answer an operation gives declared (`answers`), and a database that is away answered with 503 and Retry-After.
 """
 
 from __future__ import annotations
@@ -13,23 +18,29 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
 from faststream.specification import AsyncAPI
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
+from swagger_ui_bundle import swagger_ui_path
 
 from shared.auth import KeyRing, Principal
 from shared.clock import Clock, system_clock
-from shared.db import after_fault, create_pool, ping
+from shared.db import after_fault, create_pool, is_transient, ping
 from shared.kafka import (
     BatchFn,
     GiveUpFn,
@@ -46,6 +57,7 @@ from shared.observability import Metrics, setup_logging
 from shared.outbox import OutboxRelay
 from shared.retention import RULES, Retention, prune_forever
 from shared.settings import Settings
+from shared.text import IDENTIFIER_PATTERN
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -176,7 +188,16 @@ def create_service_app(
             await pool.close()
             log.info("service stopped", extra={"service": name})
 
-    app = FastAPI(title=f"complaints {name}", description=description, version="1", lifespan=lifespan)
+    app = FastAPI(
+        title=f"complaints {name}",
+        description=description,
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _serve_docs(app)
+    _answer_database_faults(app)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -192,11 +213,19 @@ def create_service_app(
         reason = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         return JSONResponse({"error": "invalid", "reason": reason or str(exc)}, status_code=422)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", summary="Liveness", tags=["health"], responses={200: {"description": "The process serves."}})
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": name}
 
-    @app.get("/readyz", include_in_schema=False)
+    @app.get(
+        "/readyz",
+        summary="Readiness: broker and database reachable, not degraded",
+        tags=["health"],
+        responses={
+            200: {"description": "Ready.", "model": Readiness},
+            503: {"description": "Not ready: the body says which part is missing.", "model": Readiness},
+        },
+    )
     async def readyz(request: Request) -> JSONResponse:
         ctx: ServiceContext = request.app.state.ctx
         db_ok = await ping(ctx.pool)
@@ -208,7 +237,13 @@ def create_service_app(
         ok = db_ok and broker_ok and not ctx.health.degraded
         return JSONResponse({"ready": ok, **body}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics (contract 9)",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses={200: {"description": "Prometheus text format.", "content": {"text/plain": {}}}},
+    )
     async def metrics(request: Request) -> Response:
         ctx: ServiceContext = request.app.state.ctx
         return PlainTextResponse(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -217,11 +252,179 @@ def create_service_app(
     async def asyncapi(request: Request) -> JSONResponse:
         ctx: ServiceContext = request.app.state.ctx
         spec = AsyncAPI(ctx.broker, title=f"complaints {name}", version="1", description=description)
-        return JSONResponse(spec.to_specification().to_jsonable())
+        return JSONResponse(with_bearer_scheme(spec.to_specification().to_jsonable()))
 
     for router in routers:
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = complete_openapi(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+# --- the documents: offline Swagger UI, the bearer scheme, x-scopes, every answer declared -------------------------
+
+DOCS_ASSETS = "/docs/assets"
+BEARER = "bearer"
+BEARER_DESCRIPTION = (
+    "`Authorization: Bearer <key>`. Keys are scoped (contract 4): `channel:<name>`, `department:<code>`, `reports`, "
+    "`admin`; `complaints keys new --scope S` makes one, `complaints dev` prints one for every scope. Each "
+    "operation lists the scopes it accepts in `x-scopes`: a scope written as is (`admin`), one naming a path "
+    "parameter in braces (`channel:{channel}`: the key of the channel in the path), or `department:*` (the key "
+    "of any department; the operation then decides by the case or the body). An empty `x-scopes` list: public."
+)
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
+_ANSWER_TEXT = {
+    400: "Not UTF-8 JSON (or not the text the endpoint takes); `reason` says where.",
+    401: "No key, or a key this service does not know.",
+    403: "The key's scope does not allow this.",
+    404: "No such thing (case, channel, rule set).",
+    409: "The state does not allow it, or it clashes with what exists; `reason` says why.",
+    413: "The body is over the endpoint's limit.",
+    422: "The request is well-formed but invalid; `reason` names the field and the fault.",
+    503: "The database (or broker) is not reachable right now; retry after `Retry-After` seconds.",
+}
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a short code and one sentence a person can read (some add fields, e.g. `problems`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="Short code, e.g. `forbidden`, `invalid`, `unavailable`.")
+    reason: str = Field(description="Why, in one sentence a person can read.")
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ready: bool
+    database: bool
+    broker: bool
+    degraded: dict[str, str] = Field(description="Parts retrying a passing fault, with the last error of each.")
+
+
+def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals an operation gives, for its `responses=`; 401, 422 and 503 are added to every operation that
+    can give them by `complete_openapi`, so a route names only the others (400, 403, 404, 409, 413)."""
+    return {code: {"model": ErrorBody, "description": _ANSWER_TEXT.get(code, "Refused.")} for code in codes}
+
+
+def scopes(*accepted: str) -> dict[str, Any]:
+    """`openapi_extra` naming the key scopes an operation accepts (see BEARER_DESCRIPTION for the forms)."""
+    return {"x-scopes": list(accepted)}
+
+
+IdentifierPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=IDENTIFIER_PATTERN,
+        description="An identifier: no control characters (shared/text.py).",
+    ),
+]
+"""A path parameter naming a case, department or version: refused with 422 if it holds a control character."""
+
+
+def complete_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's document made whole: the bearer scheme declared; every operation that takes a key requires it, and
+    every public one says so (`security: []`, `x-scopes: []`); 401 on secured operations, 422 (our error shape, not
+    FastAPI's) where a parameter or body can be invalid, and 503 with Retry-After everywhere, declared."""
+    components = schema.setdefault("components", {})
+    security_schemes = components.setdefault("securitySchemes", {})
+    security_schemes[BEARER] = {"type": "http", "scheme": "bearer", "description": BEARER_DESCRIPTION}
+    schemas = components.setdefault("schemas", {})
+    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path_item in schema.get("paths", {}).values():
+        for method, op in path_item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = op.setdefault("responses", {})
+            secured = bool(op.get("security"))
+            if secured:
+                op["security"] = [{BEARER: []}]
+                op.setdefault("x-scopes", [])
+                responses.setdefault("401", {"description": _ANSWER_TEXT[401], "content": error_ref})
+                responses.setdefault("403", {"description": _ANSWER_TEXT[403], "content": error_ref})
+            else:
+                op["security"] = []
+                op["x-scopes"] = []
+            if "422" in responses or op.get("parameters") or op.get("requestBody"):
+                responses["422"] = {"description": _ANSWER_TEXT[422], "content": error_ref}
+            responses.setdefault("503", {"description": _ANSWER_TEXT[503], "content": error_ref})
+            responses["503"].setdefault("headers", RETRY_AFTER)
+    text = str(schema.get("paths", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{unused}" not in text:
+            schemas.pop(unused, None)
+    return schema
+
+
+def with_bearer_scheme(asyncapi: dict[str, Any]) -> dict[str, Any]:
+    """The AsyncAPI document names the HTTP bearer scheme too, so the same key works from every document."""
+    components = asyncapi.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[BEARER] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": BEARER_DESCRIPTION,
+    }
+    return asyncapi
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI from the installed package: the page works with no internet, and its Authorize button takes a key."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+        )
+
+
+# --- a database that is away, or text it cannot take, is never a 500 ---------------------------------------------
+
+_AWAY_CLASSES = frozenset({"08", "53", "55", "57", "58"})
+"""SQLSTATE classes that mean the database cannot serve now: connection, insufficient resources, object not in
+prerequisite state (e.g. the database not accepting connections), operator intervention, system error."""
+
+
+def database_away(exc: BaseException) -> bool:
+    sqlstate = getattr(exc, "sqlstate", None)
+    return is_transient(exc) or (isinstance(sqlstate, str) and sqlstate[:2] in _AWAY_CLASSES)
+
+
+def _answer_database_faults(app: FastAPI) -> None:
+    async def database_fault(request: Request, exc: Exception) -> JSONResponse:
+        if database_away(exc):
+            log.warning("database unavailable", extra={"path": request.url.path, "error_type": type(exc).__name__})
+            return JSONResponse(
+                {"error": "unavailable", "reason": "the database is not reachable; retry later"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        if isinstance(exc, asyncpg.DataError):
+            return JSONResponse(
+                {"error": "invalid", "reason": f"the request holds a value the database cannot take: {exc}"[:300]},
+                status_code=422,
+            )
+        log.error("request failed", exc_info=exc, extra={"path": request.url.path})
+        return JSONResponse({"error": "internal", "reason": "an internal error; it is logged"}, status_code=500)
+
+    for kind in (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        app.add_exception_handler(kind, database_fault)
 
 
 def _error_code(status: int) -> str:
@@ -242,11 +445,16 @@ def context(request: Request) -> ServiceContext:
     return ctx
 
 
-async def principal(request: Request) -> Principal:
-    """The caller's scope from `Authorization: Bearer <key>`; 401 without a known key."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+_bearer = HTTPBearer(scheme_name=BEARER, description=BEARER_DESCRIPTION, auto_error=False)
+
+
+async def principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None
+) -> Principal:
+    """The caller's scope from `Authorization: Bearer <key>`; 401 without a known key. Declared as the bearer scheme,
+    so every operation that takes a key says so in the OpenAPI document."""
+    key = credentials.credentials if credentials is not None else ""
+    if not key.strip():
         raise HTTPException(401, "missing bearer key", headers={"WWW-Authenticate": "Bearer"})
     found = context(request).keys.authenticate(key.strip())
     if found is None:

@@ -7,11 +7,12 @@ messages in one transaction; the outbox relay publishes them. Offsets are commit
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka.annotations import KafkaMessage
+from pydantic import BaseModel, Field
 
 from services.intake import store
 from services.intake.normalize import MAX_BODY_BYTES, Rejection, normalize
@@ -24,11 +25,13 @@ from shared.observability import mask_phones_in_text
 from shared.service import (
     CallerDep,
     ServiceContext,
+    answers,
     batch_subscriber,
     consume_batch,
     context,
     create_service_app,
     read_limited,
+    scopes,
 )
 from shared.settings import Settings
 
@@ -153,9 +156,115 @@ async def setup(ctx: ServiceContext) -> None:
 
 router = APIRouter(tags=["intake"])
 
+_TEXT: dict[str, Any] = {"type": "string"}
+_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^\s\x00-\x1f\x7f]+$"}
+HOTLINE_ORDER: dict[str, Any] = {
+    "title": "Hotline work order (contract 2.1)",
+    "type": "object",
+    "required": ["gdbh", "ldsj", "sqlx", "sqnr"],
+    "properties": {
+        "gdbh": {**_ID, "description": "工单编号, work-order number"},
+        "ldsj": {
+            "type": "string",
+            "description": "来电时间, local `YYYY-MM-DD HH:MM:SS`",
+            "example": "2026-11-26 10:02:11",
+        },
+        "ldhm": {**_TEXT, "description": "来电号码, caller's number"},
+        "lxr": _TEXT,
+        "qymc": _TEXT,
+        "tyshxydm": {**_TEXT, "description": "统一社会信用代码, 18 characters"},
+        "sqlx": {"type": "string", "enum": ["咨询", "求助", "投诉", "举报", "建议"]},
+        "sqfl": _TEXT,
+        "sqbt": _TEXT,
+        "sqnr": {"type": "string", "minLength": 1},
+        "ssqy": _TEXT,
+        "jjcd": {"type": "string", "enum": ["一般", "紧急"]},
+        "nm": {"type": "string", "enum": ["是", "否"]},
+    },
+}
+_PERSON: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": _TEXT, "mobile": _TEXT, "company": _TEXT, "creditCode": _TEXT},
+}
+COMPLAINT_LINE_TICKET: dict[str, Any] = {
+    "title": "Complaint-line ticket (contract 2.2)",
+    "type": "object",
+    "required": ["ticketId", "createdAt", "description"],
+    "properties": {
+        "ticketId": _ID,
+        "createdAt": {"type": "integer", "description": "epoch milliseconds"},
+        "reporter": _PERSON,
+        "subject": _TEXT,
+        "description": {"type": "string", "minLength": 1},
+        "district": {**_TEXT, "description": "6-digit division code"},
+        "tags": {"type": "array", "items": _TEXT},
+        "priority": {"type": "integer", "enum": [1, 2, 3]},
+    },
+}
+SUPERVISOR_REPORT: dict[str, Any] = {
+    "title": "Supervisor report (contract 2.3)",
+    "type": "object",
+    "required": ["report", "issue"],
+    "properties": {
+        "report": {
+            "type": "object",
+            "required": ["id", "observedAt"],
+            "properties": {
+                "id": _ID,
+                "observedAt": {"type": "string", "format": "date-time"},
+                "source": {"type": "string", "enum": ["supervisor", "monitoring_point"]},
+            },
+        },
+        "reporter": {"type": "object", "properties": {"supervisorId": _TEXT, "name": _TEXT, "monitoringPoint": _TEXT}},
+        "issue": {
+            "type": "object",
+            "properties": {
+                "categoryCode": _TEXT,
+                "summary": _TEXT,
+                "detail": _TEXT,
+                "enterprise": {"type": "object", "properties": {"name": _TEXT, "creditCode": _TEXT}},
+            },
+        },
+        "location": {"type": "object", "properties": {"division": _TEXT, "address": _TEXT}},
+        "evidence": {"type": "array", "items": {"type": "object"}},
+    },
+}
 
-@router.post("/v1/intake/{channel}", status_code=202, summary="Submit a raw complaint of a channel (contract 2)")
-async def post_intake(channel: str, request: Request, caller: Principal = CallerDep) -> JSONResponse:
+
+class IntakeAccepted(BaseModel):
+    complaint_id: str = Field(description="`<channel>:<source id>`")
+    duplicate: bool = Field(description="True when this work order was known already (nothing new was emitted).")
+
+
+@router.post(
+    "/v1/intake/{channel}",
+    status_code=202,
+    summary="Submit a raw complaint of a channel (contract 2)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The channel's raw message, as on its Kafka topic; at most 64 KiB.",
+            "content": {
+                "application/json": {"schema": {"anyOf": [HOTLINE_ORDER, COMPLAINT_LINE_TICKET, SUPERVISOR_REPORT]}}
+            },
+        },
+        **scopes("channel:{channel}"),
+    },
+    responses={
+        202: {"model": IntakeAccepted, "description": "Taken (or known already)."},
+        **answers(400, 403, 404, 413),
+    },
+)
+async def post_intake(
+    channel: Annotated[
+        str,
+        Path(
+            description="hotline, complaint_line or supervisor", json_schema_extra={"enum": [c.value for c in Channel]}
+        ),
+    ],
+    request: Request,
+    caller: Principal = CallerDep,
+) -> JSONResponse:
     ctx = context(request)
     try:
         chan = Channel(channel)

@@ -6,10 +6,12 @@ Hard faults (not UTF-8, not JSON, a required field missing or unparseable, a bod
 value outside its list) reject; soft faults (a credit code failing its check character, an unknown region
 or category label, an unknown optional value) are accepted with `quality_flags`.
 
-Text rule (documented in docs/intake.md): text is kept exactly as given, except NUL and other C0 control
-characters (but tab and newlines), which PostgreSQL or consumers cannot take, are removed, and lone UTF-16
-surrogates (possible through JSON `\\ud800` escapes) become U+FFFD; either adds the flag `text_sanitized`.
-HTML or script in content is kept as text: consumers must escape it when they render it.
+Text rules (shared/text.py, documented in docs/intake.md): free text is kept exactly as given, except NUL and
+other C0 control characters (but tab and newlines), which PostgreSQL or consumers cannot take, are removed, and
+lone UTF-16 surrogates (possible through JSON `\\ud800` escapes) become U+FFFD; either adds the flag
+`text_sanitized`. A source id is never changed: one holding a control character or a lone surrogate is refused
+(`"A\\u0000"` must not become the work order `A`). HTML or script in content is kept as text: consumers must
+escape it when they render it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from shared.domain import (
 )
 from shared.events import ComplaintReceived, Contact, Enterprise
 from shared.observability import mask_phones_in_text
+from shared.text import TEXT_SANITIZED, identifier_problem, sanitize_text
 
 MAX_BODY_BYTES = 64 * 1024
 FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks of source systems drift; beyond this a time is flagged
@@ -42,8 +45,6 @@ MIN_YEAR, MAX_YEAR = 2000, 2100
 TITLE_MAX = 30
 
 _SOURCE_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]")
 
 USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -172,9 +173,9 @@ def _peek_source_id(channel: Channel, body: Mapping[str, Any]) -> str | None:
 
 
 def _clean(value: str, flags: _Flags) -> str:
-    cleaned = _SURROGATE.sub("\ufffd", _CONTROL.sub("", value))
-    if cleaned != value:
-        flags.add("text_sanitized")
+    cleaned, changed = sanitize_text(value)
+    if changed:
+        flags.add(TEXT_SANITIZED)
     return cleaned
 
 
@@ -198,6 +199,10 @@ def _required_text(obj: Mapping[str, Any], key: str, flags: _Flags, *, path: str
 
 
 def _source_id(obj: Mapping[str, Any], key: str, flags: _Flags, *, path: str = "") -> str:
+    """An id is never cleaned: `A\\u0000` cleaned to `A` would merge two work orders into one complaint."""
+    raw = obj.get(key)
+    if isinstance(raw, str) and (problem := identifier_problem(raw)) is not None:
+        raise _Invalid("invalid_field", f"field {path}{key} {problem}: an id must not contain control characters")
     value = _required_text(obj, key, flags, path=path)
     if not _SOURCE_ID.match(value):
         raise _Invalid(

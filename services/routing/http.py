@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
 import asyncpg
+import yaml
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ValidationError
@@ -40,10 +41,14 @@ from shared.events import (
 )
 from shared.service import (
     CallerDep,
+    IdentifierPath,
     ServiceContext,
+    answers,
     context,
     read_limited,
+    scopes,
 )
+from shared.text import JsonBodyError, loads_json
 
 log = logging.getLogger(__name__)
 MAX_ACTION_BYTES: Final = 64 * 1024
@@ -60,8 +65,12 @@ def _routing(request: Request) -> tuple[ServiceContext, RoutingWorker]:
 
 
 def _parse_body(model: type[M], raw: bytes) -> M:
+    """The body as `model`: parsed as intake parses (lone surrogate escapes kept for the text rule to replace, not
+    refused with the whole body), then validated; 400 for a body that is not JSON, 422 for one that is invalid."""
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate(loads_json(raw))
+    except JsonBodyError as exc:
+        raise HTTPException(400, {"error": "invalid_json", "reason": str(exc)}) from None
     except ValidationError as exc:
         error_type, reason = describe_validation(exc)
         raise HTTPException(
@@ -86,11 +95,15 @@ def _unavailable(exc: BaseException) -> HTTPException:
     "/v1/cases/{complaint_id}/actions",
     summary="A department action on a case (contract 3.3)",
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(DepartmentAction)}}}
+        "requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(DepartmentAction)}}},
+        **scopes("department:*"),
     },
-    responses={200: {"description": "Taken, or the same action_id again (`duplicate: true`)"}},
+    responses={
+        200: {"description": "Taken, or the same action_id again (`duplicate: true`)"},
+        **answers(400, 403, 404, 409, 413),
+    },
 )
-async def post_action(complaint_id: str, request: Request, caller: Principal = CallerDep) -> JSONResponse:
+async def post_action(complaint_id: IdentifierPath, request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx, routing = _routing(request)
     department = caller.department()
     if department is None:
@@ -123,9 +136,14 @@ async def post_action(complaint_id: str, request: Request, caller: Principal = C
     return JSONResponse(outcome.body)
 
 
-@api.get("/v1/departments/{code}/cases", summary="A department's cases, with their deadlines")
+@api.get(
+    "/v1/departments/{code}/cases",
+    summary="A department's cases, with their deadlines",
+    openapi_extra=scopes("department:{code}"),
+    responses=answers(403),
+)
 async def department_cases(
-    code: str,
+    code: IdentifierPath,
     request: Request,
     state: str | None = Query(default=None, description="Only cases in this state (3.6)."),
     limit: int = Query(default=100, ge=1, le=1000),
@@ -148,8 +166,13 @@ async def department_cases(
     return JSONResponse({"department": code, "state": state, "limit": limit, "offset": offset, "cases": cases})
 
 
-@api.get("/v1/cases/{complaint_id}", summary="One case: its facts in order, deadlines and state")
-async def get_case(complaint_id: str, request: Request, caller: Principal = CallerDep) -> JSONResponse:
+@api.get(
+    "/v1/cases/{complaint_id}",
+    summary="One case: its facts in order, deadlines and state",
+    openapi_extra=scopes("department:*", "admin"),
+    responses=answers(403, 404),
+)
+async def get_case(complaint_id: IdentifierPath, request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx, _ = _routing(request)
     row = await store.case(ctx.pool, complaint_id)
     if row is None:
@@ -211,8 +234,10 @@ def _json_object(value: Any) -> dict[str, Any]:
     "/v1/routing/dry-run",
     summary="Where a complaint would go, under the rules in force or a proposed set; assigns nothing",
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(DryRunRequest)}}}
+        "requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(DryRunRequest)}}},
+        **scopes("admin"),
     },
+    responses=answers(400, 403, 413),
 )
 async def dry_run(request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx, routing = _routing(request)
@@ -255,6 +280,9 @@ async def dry_run(request: Request, caller: Principal = CallerDep) -> JSONRespon
 def _load_posted_rules(text: str, source: str) -> RuleSet:
     try:
         return load_rules(text, source=source)
+    except yaml.YAMLError as exc:  # e.g. a control character the YAML reader refuses before it parses anything
+        reason = f"{source}: not valid YAML: {exc}"[:500]
+        raise HTTPException(422, {"error": "invalid_rules", "reason": reason}) from None
     except RulesError as exc:
         raise HTTPException(
             422,
@@ -277,7 +305,12 @@ def _rule_set_view(rule_set: RuleSet, *, source: str, in_force: bool, **extra: A
     }
 
 
-@api.get("/v1/routing/rules", summary="The rule sets (the file's and those posted) and the one in force")
+@api.get(
+    "/v1/routing/rules",
+    summary="The rule sets (the file's and those posted) and the one in force",
+    openapi_extra=scopes("admin"),
+    responses=answers(403),
+)
 async def list_rules(request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx, routing = _routing(request)
     _require_admin(caller)
@@ -302,8 +335,13 @@ async def list_rules(request: Request, caller: Principal = CallerDep) -> JSONRes
     return JSONResponse({"at": now.isoformat(), "in_force": in_force.version, "sets": sets})
 
 
-@api.get("/v1/routing/rules/{version}", summary="One rule set as its YAML text")
-async def get_rules(version: str, request: Request, caller: Principal = CallerDep) -> PlainTextResponse:
+@api.get(
+    "/v1/routing/rules/{version}",
+    summary="One rule set as its YAML text",
+    openapi_extra=scopes("admin"),
+    responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}}}, **answers(403, 404)},
+)
+async def get_rules(version: IdentifierPath, request: Request, caller: Principal = CallerDep) -> PlainTextResponse:
     ctx, routing = _routing(request)
     _require_admin(caller)
     text = routing.rules.text if version == routing.rules.base.version else await store.rule_set_yaml(ctx.pool, version)
@@ -316,7 +354,11 @@ async def get_rules(version: str, request: Request, caller: Principal = CallerDe
     "/v1/routing/rules",
     status_code=201,
     summary="Post a new versioned rule set (YAML or JSON) taking effect at its effective_from",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}},
+        **scopes("admin"),
+    },
+    responses=answers(400, 403, 409, 413),
 )
 async def post_rules(request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx, routing = _routing(request)

@@ -23,7 +23,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from shared.observability import setup_logging
+
     settings = Settings()
+    setup_logging(settings.log_level, settings.log_format)  # uvicorn's own lines too: log_config=None below
     module = importlib.import_module(f"services.{args.service}.app")
     app = module.create_app(settings)
     port = args.port or settings.port_for(args.service)
@@ -32,6 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         host=args.host or settings.http_host,
         port=port,
         log_level="warning",
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=20,
     )

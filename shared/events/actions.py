@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from shared.events.base import Message, UtcDatetime
+from shared.text import TEXT_SANITIZED, check_identifier, sanitize_fields
+
+TEXT_FLAGS = (TEXT_SANITIZED,)
+"""The flags the product itself sets on an inbound message; any other a sender puts in `quality_flags` is dropped."""
+
+
+def _storable(data: Any, fields: tuple[str, ...]) -> Any:
+    """Free text made storable and flagged (shared/text.py); the flags are the product's, not the sender's."""
+    if isinstance(data, dict) and "quality_flags" in data:
+        given = data["quality_flags"]
+        kept = [f for f in given if f in TEXT_FLAGS] if isinstance(given, list | tuple) else []
+        data = {**data, "quality_flags": kept}
+    return sanitize_fields(data, fields)
 
 
 class ActionType(StrEnum):
@@ -46,6 +59,14 @@ class DepartmentAction(Message):
     reason: str | None = Field(default=None, max_length=4000, description="With `return` and `pause`.")
     working_days: int | None = Field(default=None, ge=1, le=10, description="With `request_extension`.")
     lead_department: str | None = Field(default=None, description="With `uphold_return`: where triage sends it.")
+    quality_flags: tuple[str, ...] = Field(
+        default=(), description="Set by the product: `text_sanitized` when note or reason had characters removed."
+    )
+
+    _free_text = model_validator(mode="before")(lambda data: _storable(data, ("note", "reason")))
+    _identifiers = field_validator("action_id", "complaint_id", "department", "lead_department")(
+        lambda v: v if v is None else check_identifier(v)
+    )
 
 
 class CallbackResult(Message):
@@ -56,3 +77,9 @@ class CallbackResult(Message):
     satisfaction: Literal["satisfied", "basically_satisfied", "unsatisfied"]
     resolved: bool
     comment: str | None = Field(default=None, max_length=20000)
+    quality_flags: tuple[str, ...] = Field(
+        default=(), description="Set by the product: `text_sanitized` when the comment had characters removed."
+    )
+
+    _free_text = model_validator(mode="before")(lambda data: _storable(data, ("comment",)))
+    _identifiers = field_validator("complaint_id")(check_identifier)
