@@ -18,8 +18,8 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
 from uuid import NAMESPACE_URL, uuid5
 
 from aiokafka import AIOKafkaProducer
@@ -32,6 +32,7 @@ from shared.observability import mask_phones_in_text
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+LOG_APPEND_TIME: Final = 1  # a record's timestamp_type when the broker, not the producer, stamped it
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,19 @@ class RawRecord:
     key: bytes | None
     value: bytes
     timestamp_ms: int | None = None
+    log_append_time: bool = False
+    """The broker stamped `timestamp_ms` when it appended the record (not the producer when it sent it)."""
 
     @property
     def key_text(self) -> str | None:
         return None if self.key is None else key_as_text(self.key)
+
+    @property
+    def appended_at(self) -> datetime | None:
+        """When the broker took the record, if the broker says so; a producer's own stamp is not trusted."""
+        if not self.log_append_time or self.timestamp_ms is None:
+            return None
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
 
     @classmethod
     def of(cls, record: Any) -> RawRecord:
@@ -58,6 +68,7 @@ class RawRecord:
             key=record.key,
             value=record.value if record.value is not None else b"",
             timestamp_ms=record.timestamp,
+            log_append_time=getattr(record, "timestamp_type", 0) == LOG_APPEND_TIME,
         )
 
 
@@ -109,8 +120,11 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     )
 
 
-async def ensure_topics(settings: Settings, topics: Sequence[str], partitions: int | None = None) -> None:
-    """Create the topics the project uses (idempotent), so partition counts are ours, not auto-creation's."""
+async def ensure_topics(
+    settings: Settings, topics: Sequence[str], partitions: int | None = None, log_append_time: Sequence[str] = ()
+) -> None:
+    """Create the topics the project uses (idempotent), so partition counts are ours, not auto-creation's. Topics in
+    `log_append_time` are stamped by the broker on append: their record time is when the product took the fact."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security_kwargs(settings))
     await admin.start()
     try:
@@ -120,7 +134,12 @@ async def ensure_topics(settings: Settings, topics: Sequence[str], partitions: i
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
-                        NewTopic(t, num_partitions=partitions or settings.topic_partitions, replication_factor=1)
+                        NewTopic(
+                            t,
+                            num_partitions=partitions or settings.topic_partitions,
+                            replication_factor=1,
+                            topic_configs={"message.timestamp.type": "LogAppendTime"} if t in log_append_time else {},
+                        )
                         for t in missing
                     ]
                 )

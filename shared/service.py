@@ -139,7 +139,7 @@ def create_service_app(
         metrics = Metrics(name)
         health = Health()
         await migrate(cfg.database_url, (name,))
-        await ensure_topics(cfg, topics.all())
+        await ensure_topics(cfg, topics.all(), log_append_time=topics.stamped_by_broker())
         pool = await create_pool(
             cfg.database_url,
             name,

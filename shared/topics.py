@@ -70,3 +70,8 @@ class Topics:
 
     def all(self) -> list[str]:
         return [self._name(key) for key in BASE_NAMES]
+
+    def stamped_by_broker(self) -> list[str]:
+        """Topics outside systems write facts to, whose time the product judges by: the broker stamps each record
+        when it takes it (LogAppendTime), so a sender cannot backdate a fact and a slow consumer cannot make it late."""
+        return [self.actions, self.callbacks]

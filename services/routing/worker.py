@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -78,6 +78,12 @@ class Incoming:
     body: str
     decide: Decide
     ids: dict[str, str] = field(default_factory=dict)
+    taken_at: datetime | None = None
+    """When the product took the fact, if earlier than this read: the broker's append time of a Kafka record."""
+
+    def received(self, now: datetime) -> datetime:
+        """The time the fact is judged by (lifecycle `at`): the broker's stamp, never later than now."""
+        return now if self.taken_at is None else min(self.taken_at, now)
 
 
 def action_fact(action: DepartmentAction) -> Incoming:
@@ -208,7 +214,7 @@ class RoutingWorker:
             if row is None:
                 outcomes.append(_refusal(404, f"no case {item.complaint_id}"))
                 continue
-            result = item.decide(cases[item.complaint_id], row.facts, rules, now)
+            result = item.decide(cases[item.complaint_id], row.facts, rules, item.received(now))
             if isinstance(result, Refused):
                 outcomes.append(_refusal(result.status, result.reason))
                 continue
@@ -237,7 +243,7 @@ class RoutingWorker:
             if isinstance(fact, tuple):
                 letters.append(dead_letter_of(record, *fact, now))
             else:
-                items.append((record, fact))
+                items.append((record, replace(fact, taken_at=record.appended_at)))
         async with ctx.pool.acquire() as conn, conn.transaction():
             outcomes = await self.apply(conn, [fact for _, fact in items], now)
             for (record, _), outcome in zip(items, outcomes, strict=True):

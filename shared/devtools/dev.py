@@ -86,7 +86,8 @@ def run_dev(args: argparse.Namespace) -> int:
             env["DATABASE_URL"] = pg.url
         settings = Settings(kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], database_url=env["DATABASE_URL"])
         asyncio.run(migrate(settings.database_url))
-        asyncio.run(ensure_topics(settings, Topics(settings.topic_prefix).all()))
+        topics = Topics(settings.topic_prefix)
+        asyncio.run(ensure_topics(settings, topics.all(), log_append_time=topics.stamped_by_broker()))
         keys: dict[str, str] = {}
         if "API_KEYS_FILE" not in env:
             keys_file = (data_dir / "api_keys.yaml").resolve()

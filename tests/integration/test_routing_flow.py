@@ -788,3 +788,36 @@ async def test_the_department_simulator_takes_cases_to_closed(
     assert simulator.stats.sent["resolve"] >= len(complaints)
     # Nothing the simulator did was refused.
     assert w.tap.on(w.t.dlq) == []
+
+
+# --- when a fact was taken ----------------------------------------------------------------------------------
+
+
+async def test_a_kafka_action_is_judged_by_when_the_broker_took_it_not_when_routing_read_it(
+    kafka_bootstrap: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """An accept written to departments.actions while routing is down (or lagging, or retrying a database fault) was
+    taken by the product when the broker appended it: the lifecycle `at` is that moment, whatever routing's delay, and
+    the department's own claimed time (here backdated a week) travels as `claimed_at` and decides nothing."""
+    env = await _make_env(kafka_bootstrap, postgres_url, tmp_path)
+    w = await _start_world(env, with_intake=False)
+    try:
+        c = complaint(tag(), Category.FINANCING, phone=None)
+        await w.receive(c)
+        (assigned,) = await w.wait_assigned(c.complaint_id)
+        w.routing.kill()
+        claimed = datetime.now(UTC) - timedelta(days=7)
+        sent_after = datetime.now(UTC)
+        await w.act_kafka(action(c.complaint_id, assigned.lead_department, "accept", at=claimed.isoformat()))
+        sent_before = datetime.now(UTC)
+        await asyncio.sleep(2)  # routing is away while time passes; nothing waits on this for correctness
+        restarted_at = datetime.now(UTC)
+        w.routing.start()
+        await w.wait_state(c.complaint_id, "accepted")
+    finally:
+        await _stop_world(w)
+    (accepted,) = [e for e in w.lifecycle(c.complaint_id) if e.cause == "accept"]
+    assert accepted.at is not None
+    assert sent_after - timedelta(seconds=1) <= accepted.at <= sent_before + timedelta(seconds=1)
+    assert accepted.at < restarted_at
+    assert accepted.claimed_at == claimed
