@@ -824,7 +824,7 @@ def fire(
     now: datetime,
     *,
     late_after: timedelta,
-    horizon: datetime | None | EllipsisType = ...,
+    horizon: datetime | EllipsisType | None = ...,
     grace: timedelta = _NO_HOLD,
 ) -> Firing | None:
     """The warning or breach of a deadline whose next_fire_at has come; None if nothing is due (or it is held).

@@ -273,7 +273,7 @@ def test_the_fact_time_decides_not_the_read_time() -> None:
     late.apply(assigned())
     events = late.apply(fact(FactKind.RESOLVE, due + timedelta(seconds=1)), now=due + timedelta(seconds=1))
     assert [(e.type, e.stage) for e in events if e.stage is R] == [(BREACH, R)]
-    assert late.rows[(R, 1)].breach_event_id == str([e for e in events if e.type is BREACH][0].event_id)
+    assert late.rows[(R, 1)].breach_event_id == str(next(e for e in events if e.type is BREACH).event_id)
 
 
 def test_a_breach_waits_for_the_horizon_and_a_warning_does_not() -> None:
@@ -281,18 +281,21 @@ def test_a_breach_waits_for_the_horizon_and_a_warning_does_not() -> None:
     zero = timedelta(0)
     # Before the due, the warning goes out on the wall clock, whatever sla has read.
     warning = fire(row, at(2026, 3, 2, 10, 40), late_after=zero, horizon=None)
-    assert warning is not None and warning.kind is WARN
+    assert warning is not None
+    assert warning.kind is WARN
     # Past the due: held while nothing is known (None) or sla has not read up to the due; fired once it has.
     after = at(2026, 3, 2, 11, 0, 30)
     assert fire(row, after, late_after=zero, horizon=None) is None
     assert fire(row, after, late_after=zero, horizon=at(2026, 3, 2, 10, 59, 59)) is None
     breach = fire(row, after, late_after=timedelta(seconds=10), horizon=at(2026, 3, 2, 11), grace=timedelta(seconds=25))
-    assert breach is not None and breach.kind is BREACH
+    assert breach is not None
+    assert breach.kind is BREACH
     assert breach.row.breach_event_id == str(breach.event_id)
     # Meant for the due plus the grace: 30 s after the due is 5 s late, not late against 10 s.
     assert not breach.late
     unheld = fire(row, after, late_after=timedelta(seconds=10), horizon=after)
-    assert unheld is not None and unheld.late  # no grace: 30 s late
+    assert unheld is not None
+    assert unheld.late
 
 
 def test_callback_deadlines_belong_to_the_hotline() -> None:
@@ -777,7 +780,8 @@ def test_each_deadline_gets_at_most_one_outcome(steps: list[tuple[str, object]])
     case, _, _ = play(steps)
     superseded = [e.supersedes_event_id for e in case.events if e.supersedes_event_id]
     breaches = {str(e.event_id): e for e in case.events if e.type is BREACH}
-    assert all(s in breaches for s in superseded) and len(set(superseded)) == len(superseded)
+    assert all(s in breaches for s in superseded)
+    assert len(set(superseded)) == len(superseded)
     outcomes = Counter(
         (e.stage, e.round) for e in case.events if e.type in (MET, BREACH) and str(e.event_id) not in superseded
     )
