@@ -27,7 +27,16 @@ from shared.events import CaseState, ComplaintAssigned, ComplaintReceived, DeadL
 from shared.events.base import Message
 from shared.events.sla import SlaEventType, Stage
 from shared.migrate import migrate
-from tests.support.infra import Env, ServiceProcess, collect, metric_sum, produce, rewind_group, wait_for_metric
+from tests.support.infra import (
+    Env,
+    ServiceProcess,
+    collect,
+    metric_sum,
+    produce,
+    rewind_group,
+    wait_for_line,
+    wait_for_metric,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -434,3 +443,71 @@ async def test_overdue_gauge_counts_open_breaches_from_the_database(env: Env) ->
     finally:
         await conn.close()
     assert counts == {("spj", "accept"): 1, ("scj", "resolve"): 1}
+
+
+# --- event time: a deadline is judged on when things happened, not on when sla read them -----------------------
+
+
+def final_words(events: list[SlaEvent], cid: str, stage: Stage = R) -> list[SlaEventType]:
+    """The outcomes of a deadline that stand: a breach a later `met` supersedes does not."""
+    superseded = {e.supersedes_event_id for e in events if e.supersedes_event_id}
+    return [
+        e.type for e in of(events, cid, stage=stage) if e.type in (MET, BREACH) and str(e.event_id) not in superseded
+    ]
+
+
+async def test_stopped_across_the_due_while_resolved_in_time_is_met_after_the_restart(env: Env) -> None:
+    sla = start_sla(env, SLA_BREACH_GRACE_SECONDS="1")
+    cid = "hotline:DOWN-1"
+    t = now()
+    due = t + timedelta(seconds=4)  # urgent: resolve within 10 s of receipt
+    try:
+        await send(env, received(cid, due - timedelta(seconds=10), Urgency.URGENT), assigned(cid, t))
+        await sla_events(env, lambda es: bool(of(es, cid, SET, R)), timeout_s=30, settle_s=0)
+        sla.kill()
+        # Resolved in time while sla is down; sla comes back after the due.
+        await send(env, changed(cid, "resolve", due - timedelta(seconds=1)))
+        await wait_until(due + timedelta(seconds=1))
+        sla.start()
+        events = await sla_events(env, lambda es: bool(of(es, cid, MET, R)), timeout_s=60, settle_s=1)
+    finally:
+        sla.stop()
+    assert of(events, cid, BREACH, R) == [], "a breach went out before sla had read the resolve"
+    assert final_words(events, cid) == [MET]
+    (met,) = of(events, cid, MET, R)
+    assert met.supersedes_event_id is None
+
+
+async def test_upstream_held_back_less_or_more_than_the_grace(env: Env) -> None:
+    grace = 6
+    sla = start_sla(env, SLA_BREACH_GRACE_SECONDS=str(grace))
+    within, beyond = "hotline:HELD-IN", "hotline:HELD-OUT"
+    t = now()
+    due = t + timedelta(seconds=4)
+    done_at = due - timedelta(seconds=1)  # both resolved in time; the facts reach the topic late
+    try:
+        await send(env, *[received(c, due - timedelta(seconds=10), Urgency.URGENT) for c in (within, beyond)])
+        await send(env, *[assigned(c, t) for c in (within, beyond)])
+        await sla_events(env, lambda es: all(of(es, c, SET, R) for c in (within, beyond)), timeout_s=30, settle_s=0)
+        # Held back 2 s (less than the grace): published after the due, before the breach may go out.
+        await wait_until(due + timedelta(seconds=1))
+        await send(env, changed(within, "resolve", done_at))
+        # Held back until its breach is out (more than the grace): the met comes after, superseding it.
+        first = await sla_events(env, lambda es: bool(of(es, beyond, BREACH, R)), timeout_s=60, settle_s=0)
+        await send(env, changed(beyond, "resolve", done_at))
+        events = await sla_events(env, lambda es: bool(of(es, beyond, MET, R)), timeout_s=60, settle_s=1)
+        gauge_cleared = await wait_for_line(sla.url, 'sla_overdue_open{department="spj",stage="resolve"} 0.0', 20)
+        text = await metrics_of(sla)
+    finally:
+        sla.stop()
+    assert of(first, within, BREACH, R) == [], "a breach went out for a fact held back less than the grace"
+    assert of(events, within, BREACH, R) == []
+    assert final_words(events, within) == [MET]
+    (breach,) = of(events, beyond, BREACH, R)
+    assert breach.escalate_to == "yshj"
+    assert breach.occurred_at >= due + timedelta(seconds=grace)  # held for the grace (event times, not wall time)
+    (met,) = of(events, beyond, MET, R)
+    assert met.supersedes_event_id == str(breach.event_id)
+    assert final_words(events, beyond) == [MET]
+    assert gauge_cleared, "the superseded breach is still counted as overdue and open"
+    assert 'sla_breaches_superseded_total{department="spj",stage="resolve"} 1.0' in text
