@@ -20,6 +20,13 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/complaints"
     topic_prefix: str = ""
     sla_calendar_overrides: Path | None = None
+    sla_breach_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="SLA_BREACH_GRACE_SECONDS: a breach due at T waits until sla has read everything published up"
+        " to T plus this, for facts taken upstream but not yet published (routing's outbox relay). docs/sla.md.",
+    )
     routing_rules: Path | None = None
     api_keys_file: Path | None = None
     http_port: int | None = None

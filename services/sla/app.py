@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 import yaml
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,7 +27,7 @@ from services.sla import store
 from services.sla.clockwork import BatchOutcome, ClockRules, Fact, fact_of_assigned, fact_of_lifecycle, fact_of_received
 from services.sla.clockwork import fold_batch as fold
 from services.sla.policy import SlaPolicy
-from services.sla.scheduler import Scheduler
+from services.sla.scheduler import BreachHorizon, CatchUpWatch, Scheduler
 from shared.calendar import WorkingCalendar, WorkingHours, as_local, load_overrides
 from shared.clock import Clock, system_clock
 from shared.deadletters import store_dead_letters
@@ -121,8 +121,10 @@ class ClockConsumer:
         policy_id: str,
         scheduler: Scheduler,
         facts_counter: Counter,
+        superseded_counter: Counter | None = None,
     ) -> None:
         self.ctx, self.rules, self.scheduler, self.facts_counter = ctx, rules, scheduler, facts_counter
+        self.superseded_counter = superseded_counter
         self.policy_id = policy_id
         self.policies: dict[str, SlaPolicy] = {policy_id: policy}  # bodies never change under an id: cache them
         self._models: dict[str, type[ComplaintReceived | ComplaintAssigned | LifecycleChanged]] = {
@@ -210,6 +212,14 @@ class ClockConsumer:
                 m.sla_breaches.labels(event.stage.value, event.department).inc()
             elif event.type is SlaEventType.MET:
                 m.sla_met.labels(event.stage.value, event.department).inc()
+                if event.supersedes_event_id is not None:
+                    if self.superseded_counter is not None:
+                        self.superseded_counter.labels(event.stage.value, event.department).inc()
+                    log.warning(
+                        "a breach is superseded: the fact happened in time but was read after the breach went out",
+                        extra={"complaint_id": event.complaint_id, "stage": event.stage.value,
+                               "superseded": event.supersedes_event_id},
+                    )  # fmt: skip
         for letter in letters:
             m.dead_letters.labels(letter.source_topic).inc()
             log.warning(
@@ -235,8 +245,8 @@ class ClockConsumer:
 class OverdueGauge:
     """sla_overdue_open{department,stage}, recomputed from the database (right whatever the number of replicas)."""
 
-    def __init__(self, ctx: ServiceContext, interval_s: float) -> None:
-        self.ctx, self.interval_s = ctx, interval_s
+    def __init__(self, ctx: ServiceContext, interval_s: float, horizon: BreachHorizon) -> None:
+        self.ctx, self.interval_s, self.horizon = ctx, interval_s, horizon
         self._shown: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -249,7 +259,8 @@ class OverdueGauge:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def refresh(self) -> None:
-        counts = await store.overdue_open(self.ctx.pool, self.ctx.clock())
+        now, horizon = self.ctx.clock(), self.horizon()
+        counts = await store.overdue_open(self.ctx.pool, None if horizon is None else min(now, horizon))
         gauge = self.ctx.metrics.sla_overdue_open
         for department, stage in self._shown - counts.keys():
             gauge.labels(department, stage).set(0)
@@ -288,9 +299,24 @@ def _setup(sla: SlaSettings | None) -> Any:
         facts_counter = Counter(
             "sla_facts", "Facts consumed by the clock, by what became of them.", ["outcome"], registry=registry
         )
+        superseded_counter = Counter(
+            "sla_breaches_superseded",
+            "Breaches overridden by a `met`: the fact happened in time but was read after the breach went out.",
+            ["stage", "department"],
+            registry=registry,
+        )
+        horizon_lag = Gauge(
+            "sla_breach_horizon_lag_seconds",
+            "How far behind now breaches may fire (NaN until sla has caught up once): the grace, plus sla's own lag.",
+            registry=registry,
+        )
         async with ctx.pool.acquire() as conn:
             policy_id = await store.save_policy(conn, policy, now)
         rules = ClockRules(calendar=calendar, late_after=timedelta(seconds=cfg.late_after_s))
+        grace = timedelta(seconds=ctx.settings.sla_breach_grace_seconds)
+        # Breaches wait for the horizon, which starts unknown: a scheduler that starts before the consumers have
+        # read what happened while the service was away fires no breach until they have.
+        horizon = BreachHorizon(grace)
         scheduler = Scheduler(
             ctx.pool,
             sla_topic=ctx.topics.sla,
@@ -303,15 +329,39 @@ def _setup(sla: SlaSettings | None) -> Any:
             poll_interval_s=cfg.poll_interval_s,
             on_commit=ctx.relay.wake,
             lateness=lateness,
+            horizon=horizon,
+            grace=grace,
         )
         consumer = ClockConsumer(
-            ctx, rules=rules, policy=policy, policy_id=policy_id, scheduler=scheduler, facts_counter=facts_counter
+            ctx,
+            rules=rules,
+            policy=policy,
+            policy_id=policy_id,
+            scheduler=scheduler,
+            facts_counter=facts_counter,
+            superseded_counter=superseded_counter,
         )
-        gauge = OverdueGauge(ctx, cfg.gauge_interval_s)
-        ctx.extras.update(consumer=consumer, scheduler=scheduler, gauge=gauge, sla_settings=cfg)
+        gauge = OverdueGauge(ctx, cfg.gauge_interval_s, horizon)
+        inputs = (ctx.topics.received, ctx.topics.assigned, ctx.topics.lifecycle)
+        watch = CatchUpWatch(
+            ctx.settings,
+            horizon,
+            group=ctx.group(GROUP, *inputs),
+            topics=inputs,
+            clock=ctx.clock,
+            interval_s=min(cfg.poll_interval_s, 1.0),
+            on_move=scheduler.wake,
+            lag_gauge=horizon_lag,
+        )
+        ctx.extras.update(consumer=consumer, scheduler=scheduler, gauge=gauge, watch=watch, sla_settings=cfg)
         log.info(
             "sla clock configured",
-            extra={"policy_id": policy_id, "working_hours": cfg.working_hours, "calendar": repr(calendar)},
+            extra={
+                "policy_id": policy_id,
+                "working_hours": cfg.working_hours,
+                "calendar": repr(calendar),
+                "breach_grace_s": grace.total_seconds(),
+            },
         )
         for topic, model, what in (
             (ctx.topics.received, ComplaintReceived, "starts the resolve deadline (from received_at)"),
@@ -342,6 +392,7 @@ def _setup(sla: SlaSettings | None) -> Any:
             title="complaints.dlq",
             description="Records the clock could not read, with reason and bytes.",
         )
+        watch.start()
         scheduler.start()
         gauge.start()
 
@@ -349,7 +400,7 @@ def _setup(sla: SlaSettings | None) -> Any:
 
 
 async def _teardown(ctx: ServiceContext) -> None:
-    for name in ("scheduler", "gauge"):
+    for name in ("scheduler", "watch", "gauge"):
         part = ctx.extras.get(name)
         if part is not None:
             await part.stop()

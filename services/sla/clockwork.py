@@ -7,16 +7,20 @@ A case's deadlines are keyed by (stage, round):
   reopening (重办) that started round r. A return (退单) keeps the window running; its department follows the case.
 - accept (签收) and first_contact (首次联系): one per assignment round, counted from the assignment, for the lead
   department; the triage desk gets none (it places cases, it never accepts them).
-- callback (回访): one per resolve, counted from the resolve action, in the round of that resolve.
+- callback (回访): one per resolve, counted from the resolve action, in the round of that resolve; it belongs to
+  the 12345 hotline (`hotline`), which makes the callbacks, not to the department that resolved.
 
 Rules, as built (docs/sla.md explains each):
 
 - A deadline is *live* (pending, or paused while the case is paused) until it is met, breached or superseded;
   those three are final: nothing brings a deadline back to life.
-- The fact that completes a stage meets a live deadline if it happened (`at`) no later than the due, or while
-  the clock was stopped; otherwise that same fact breaches it (once, as the scheduler would have). A deadline
-  already breached is only *settled* by it (no longer counted as overdue and open). So each deadline gets
-  exactly one of `met` and `breached`, whichever its row lock lets through first.
+- Deadlines are judged by event time. The fact that completes a stage meets a live deadline if it happened
+  (`at`) no later than the due, or while the clock was stopped; otherwise that same fact breaches it (once, as
+  the scheduler would have). The scheduler holds a breach until sla has read everything published up to the
+  due plus a grace (`fire`'s `horizon`); a fact that happened in time but was read after its breach went out
+  (lag beyond the grace) still meets the deadline, and its `met` names the breach it supersedes
+  (`supersedes_event_id`). A fact that happened after the due only *settles* a breached deadline (no longer
+  counted as overdue and open). So a deadline's final word is one `met` or one `breached`.
 - `deadline_set` goes out when a deadline starts running, when its due moves (pause/resume, extension), and
   when the department holding it changes (the resolve deadline follows the case from department to department).
 - A pause stops every live clock whose due it precedes; a resume moves those dues by the paused working time.
@@ -39,6 +43,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from types import EllipsisType
 from typing import Final
 from uuid import UUID, uuid5
 
@@ -55,6 +60,8 @@ ESCALATE_TO: Final = "yshj"
 """The supervising bureau (市营商环境建设监督局): every breach is escalated to it."""
 TRIAGE: Final = "triage"
 """The 12345 manual triage desk (派单席): it holds cases but never accepts them, so it gets no accept deadlines."""
+HOTLINE: Final = "hotline"
+"""The 12345 hotline's callback desk (12345 热线回访): it makes the callbacks, so the callback stage is its own."""
 UNASSIGNED: Final = "unassigned"
 """The department of a resolve deadline before the case's first assignment is known."""
 MAX_PARKED: Final = 50
@@ -203,6 +210,8 @@ class DeadlineRow:
     """When it stopped mattering: met, superseded, or (breached) when the stage was finally done."""
     set_event_id: str | None = None
     """The `deadline_set` that announced its current due: the causation of its warning and breach."""
+    breach_event_id: str | None = None
+    """The `breached` event that went out for it: what a `met` read later supersedes."""
 
     @property
     def key(self) -> Key:
@@ -296,7 +305,14 @@ class Outcome:
 
 
 def sla_event(
-    kind: SlaEventType, row: DeadlineRow, *, event_id: UUID, now: datetime, cause: str | None, late: bool = False
+    kind: SlaEventType,
+    row: DeadlineRow,
+    *,
+    event_id: UUID,
+    now: datetime,
+    cause: str | None,
+    late: bool = False,
+    supersedes: str | None = None,
 ) -> SlaEvent:
     """The `complaint.sla` event about a deadline."""
     return SlaEvent(
@@ -311,6 +327,7 @@ def sla_event(
         department=row.department,
         escalate_to=ESCALATE_TO if kind is SlaEventType.BREACHED else None,
         late=late,
+        supersedes_event_id=supersedes,
     )
 
 
@@ -398,10 +415,15 @@ class _Fold:
         self.rows[row.key] = row
         self.changed.add(row.key)
 
-    def _emit(self, kind: SlaEventType, row: DeadlineRow, cause: Fact, *, late: bool = False) -> UUID:
+    def _emit(
+        self, kind: SlaEventType, row: DeadlineRow, cause: Fact, *, late: bool = False, supersedes: str | None = None
+    ) -> UUID:
         self._sequence[cause.event_id] += 1
         event_id = uuid5(_IDS, f"{cause.event_id}/{self._sequence[cause.event_id]}")
-        self.events.append(sla_event(kind, row, event_id=event_id, now=self.now, cause=cause.event_id, late=late))
+        self.events.append(
+            sla_event(kind, row, event_id=event_id, now=self.now, cause=cause.event_id, late=late,
+                      supersedes=supersedes)
+        )  # fmt: skip
         return event_id
 
     def _compute(self, stage: Stage, start: datetime, *, ignore_open_pause: bool = False) -> Deadline | None:
@@ -463,8 +485,16 @@ class _Fold:
                 self._emit(SlaEventType.MET, met, fact)
             else:
                 breached = replace(row, state=DeadlineState.BREACHED, settled_at=fact.at)
-                self._put(breached)
-                self._emit(SlaEventType.BREACHED, breached, fact, late=self.now - row.due_at > self.rules.late_after)
+                late = self.now - row.due_at > self.rules.late_after
+                breach_id = self._emit(SlaEventType.BREACHED, breached, fact, late=late)
+                self._put(replace(breached, breach_event_id=str(breach_id)))
+        elif row.state is DeadlineState.BREACHED and fact.at <= row.due_at:
+            # Done in time, read after the breach went out (sla or the upstream lagged beyond the grace): the
+            # fact's own time decides, so the deadline is met after all, and the met names the breach it overrides.
+            met = replace(row, state=DeadlineState.MET, settled_at=fact.at)
+            self._put(met)
+            superseded = row.breach_event_id or str(firing_event_id(row, SlaEventType.BREACHED, row.due_at))
+            self._emit(SlaEventType.MET, met, fact, supersedes=superseded)
         elif row.overdue_open:
             self._put(replace(row, settled_at=fact.at))
         else:
@@ -601,8 +631,7 @@ class _Fold:
             update={"resolved": True, "over_through": max(self.case.over_through, fact.round)}
         )
         if (Stage.CALLBACK, fact.round) not in self.rows:
-            department = fact.department or self.case.lead_department or UNASSIGNED
-            self._start(Stage.CALLBACK, fact.round, fact.at, department, fact)
+            self._start(Stage.CALLBACK, fact.round, fact.at, HOTLINE, fact)
         return True
 
     def _extension(self, fact: Fact) -> bool:
@@ -775,7 +804,8 @@ class Firing:
 _PAYLOAD: Final = (
     '{{"event_id":"{event_id}","event_type":"complaint.sla","schema_version":1,"occurred_at":"{occurred_at}",'
     '"complaint_id":{complaint_id},"causation_id":{causation_id},"type":"{type}","stage":"{stage}",'
-    '"due_at":"{due_at}","round":{round},"department":{department},"escalate_to":{escalate_to},"late":{late}}}'
+    '"due_at":"{due_at}","round":{round},"department":{department},"escalate_to":{escalate_to},"late":{late},'
+    '"supersedes_event_id":null}}'
 )
 _STAGE_TEXT: Final = {stage: stage.value for stage in Stage}  # enum .value is slow on the hot path
 _KIND_TEXT: Final = {kind: kind.value for kind in SlaEventType}
@@ -786,29 +816,55 @@ def _rfc3339(moment: datetime) -> str:
     return _utc(moment).isoformat()[:-6] + "Z"  # UTC's isoformat ends in +00:00
 
 
-def fire(row: DeadlineRow, now: datetime, *, late_after: timedelta) -> Firing | None:
-    """The warning or breach of a deadline whose next_fire_at has come; None if nothing is due.
+_NO_HOLD: Final = timedelta(0)
+
+
+def fire(
+    row: DeadlineRow,
+    now: datetime,
+    *,
+    late_after: timedelta,
+    horizon: datetime | EllipsisType | None = ...,
+    grace: timedelta = _NO_HOLD,
+) -> Firing | None:
+    """The warning or breach of a deadline whose next_fire_at has come; None if nothing is due (or it is held).
 
     A breach at the due (100% of the window), escalated to `yshj`, after which the deadline is final; a warning at
     `warn_at` (80%) if the due is still ahead. When both are past (the service was down, or the deadline was set
-    already late), only the breach goes out: a warning after the breach would tell nobody anything. `late` marks
-    an event sent more than `late_after` after its time.
+    already late), only the breach goes out: a warning after the breach would tell nobody anything.
+
+    Event time: a breach goes out only once sla has read every fact published up to its due plus the grace, which
+    `horizon` says (the scheduler's `BreachHorizon`: None while nothing is known, so every breach waits; left out,
+    as in pure tests, sla is taken as caught up to `now`). Until then the row waits, warning included, since a
+    warning after the due tells nobody anything. Warnings before the due go out on the wall clock: they are
+    advisory, and a department needs them in time. `late` marks an event sent more than `late_after` after the
+    time it was meant for (a breach is meant for its due plus `grace`, the hold every breach gets).
     """
     target = row.next_fire_at
     if target is None or target > now:
         return None
     # Rows are built directly rather than with dataclasses.replace: this runs for every deadline that fires.
     if row.due_at <= now:
+        if horizon is None or (horizon is not ... and row.due_at > horizon):
+            return None  # held: a fact that happened in time may still be on its way
         kind, target, state, warned_for = SlaEventType.BREACHED, row.due_at, DeadlineState.BREACHED, row.warned_for
+        meant = target + grace
     else:
         kind, state, warned_for = SlaEventType.WARNING, row.state, row.warn_at
+        meant = target
+    event_id = firing_event_id(row, kind, target)
     after = DeadlineRow(
         row.complaint_id, row.stage, row.round, row.department, row.started_at, row.due_at, row.warn_at, state,
         warned_for, row.settled_at, row.set_event_id,
+        str(event_id) if kind is SlaEventType.BREACHED else row.breach_event_id,
     )  # fmt: skip
+    return Firing(after, kind, target, now, event_id, now - meant > late_after)
+
+
+def firing_event_id(row: DeadlineRow, kind: SlaEventType, target: datetime) -> UUID:
+    """The id of the warning or breach the scheduler fires for `row` at `target`: the same row, the same id."""
     micros = (target - _EPOCH) // _MICROSECOND
-    event_id = _uuid5(f"{row.complaint_id}/{_STAGE_TEXT[row.stage]}/{row.round}/{_KIND_TEXT[kind]}/{micros}")
-    return Firing(after, kind, target, now, event_id, now - target > late_after)
+    return _uuid5(f"{row.complaint_id}/{_STAGE_TEXT[row.stage]}/{row.round}/{_KIND_TEXT[kind]}/{micros}")
 
 
 def _uuid5(name: str) -> UUID:

@@ -10,28 +10,41 @@ are seen within that), and `wake()` cuts the sleep short when this process's con
 After a downtime, the backlog goes out in rounds of `batch_size`, each its own short transaction, so the consumer
 keeps running alongside; while a backlog is due (a round came back full), `parallel_rounds` rounds run at once on
 separate connections, so the database works on one while Python builds the other's events.
+
+Event time (docs/sla.md, "Judging by event time"): a breach due at T goes out only once sla has read every fact
+published up to T plus a grace for upstream publishing (SLA_BREACH_GRACE_SECONDS). `CatchUpWatch` notes, every
+round, the time and the end offsets of every input partition, and reads the group's committed offsets (committed
+after each batch's transaction, so the facts are in the database); once the group has reached an observation made
+at t, `BreachHorizon` moves to t - grace and the scheduler may fire every breach due up to it. A past-due row
+beyond the horizon waits (so do its warning: after the due it tells nobody anything); warnings before the due
+fire on the wall clock. While sla is behind (a restart, a stalled partition) no breach goes out, and
+`sla_breach_horizon_lag_seconds` shows how far behind the horizon is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from prometheus_client import Histogram
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+from prometheus_client import Gauge, Histogram
 
 from services.sla import store
 from services.sla.clockwork import Firing, fire
 from shared.clock import Clock
 from shared.db import is_transient
 from shared.events.sla import SlaEventType
-from shared.kafka import Backoff, Health
+from shared.kafka import Backoff, Health, security_kwargs
 from shared.observability import Metrics
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +85,19 @@ class Scheduler:
         on_commit: Callable[[], None] | None = None,
         on_report: Callable[[FireReport], None] | None = None,
         lateness: Histogram | None = None,
+        horizon: Callable[[], datetime | None] | None = None,
+        grace: timedelta = timedelta(0),
     ) -> None:
+        """`horizon` says up to when breaches may fire (None: hold them all); left out, breaches fire on the wall
+        clock (benches and tests of the scheduler alone). `grace` is the hold every breach gets, for lateness."""
         self._pool, self._metrics, self._health, self._clock = pool, metrics, health, clock
         self._sla_topic = sla_topic
         self._late_after, self._batch_size, self._poll_s = late_after, batch_size, poll_interval_s
         self._parallel = max(1, parallel_rounds)
         self._on_commit, self._on_report = on_commit, on_report
         self._lateness = lateness
+        self._horizon = horizon if horizon is not None else self._clock
+        self._grace = grace
         self._wakeup = asyncio.Event()
         self._sleeping_until: datetime | None = None
         self._task: asyncio.Task[None] | None = None
@@ -100,19 +119,23 @@ class Scheduler:
     async def fire_due(self) -> FireReport:
         """One round: claim, fire and commit up to `batch_size` due deadlines."""
         now = self._clock()
+        horizon = self._horizon()
         async with self._pool.acquire() as conn, conn.transaction():
-            claimed = await store.claim_due(conn, now, self._batch_size)
+            claimed = await store.claim_due(conn, now, horizon, self._batch_size)
             if not claimed:
                 return FireReport()
             firings: list[Firing] = []
-            breached: list[int] = []
+            breached: list[tuple[int, str]] = []
             warned: list[int] = []
             for row_id, row in claimed:
-                firing = fire(row, now, late_after=self._late_after)
+                firing = fire(row, now, late_after=self._late_after, horizon=horizon, grace=self._grace)
                 if firing is None:
                     continue
                 firings.append(firing)
-                (breached if firing.kind is SlaEventType.BREACHED else warned).append(row_id)
+                if firing.kind is SlaEventType.BREACHED:
+                    breached.append((row_id, str(firing.event_id)))
+                else:
+                    warned.append(row_id)
             await store.save_fired(conn, breached, warned, now)
             await store.enqueue_events(
                 conn, self._sla_topic, [(f.row.complaint_id.encode(), f.payload()) for f in firings]
@@ -132,7 +155,10 @@ class Scheduler:
         for (kind, stage, department), n in by_label.items():
             counter = self._metrics.sla_breaches if kind is SlaEventType.BREACHED else self._metrics.sla_warnings
             counter.labels(stage, department).inc(n)
-        lateness = [(committed - f.target).total_seconds() for f in firings]
+        lateness = [
+            (committed - f.target - (self._grace if f.kind is SlaEventType.BREACHED else timedelta(0))).total_seconds()
+            for f in firings
+        ]
         if self._lateness is not None:
             for late_s in lateness:
                 self._lateness.observe(max(late_s, 0.0))
@@ -148,7 +174,7 @@ class Scheduler:
             try:
                 reports = await self._rounds(self._parallel if backlog else 1)
                 backlog = any(r.claimed >= self._batch_size for r in reports)
-                nxt = None if backlog else await store.next_fire_at(self._pool)
+                nxt = None if backlog else await store.next_fire_at(self._pool, self._clock(), self._horizon())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - database away or a bug: the rows stay due, retry the round
@@ -189,3 +215,126 @@ class Scheduler:
             pass
         finally:
             self._sleeping_until = None
+
+
+class BreachHorizon:
+    """Up to when breaches may fire: the time of the latest observation of the input partitions' end offsets that
+    the consumer group has reached, minus the grace. Pure: observations and committed offsets are passed in.
+
+    An observation is kept until the group reaches it; at most `max_pending` are kept, and while that many wait no
+    new one is taken, so the horizon keeps moving as long as the group does (however far behind it is)."""
+
+    def __init__(self, grace: timedelta, *, max_pending: int = 256) -> None:
+        self.grace = grace
+        self.value: datetime | None = None
+        self._pending: deque[tuple[datetime, dict[TopicPartition, int]]] = deque()
+        self._max_pending = max_pending
+
+    def __call__(self) -> datetime | None:
+        return self.value
+
+    def observe(self, at: datetime, ends: Mapping[TopicPartition, int]) -> None:
+        """The end offsets of every input partition, read at `at` (after `at`, the clock's reading)."""
+        if len(self._pending) < self._max_pending:
+            self._pending.append((at, dict(ends)))
+
+    def reached(self, committed: Mapping[TopicPartition, int]) -> bool:
+        """The group's committed offsets (a partition never committed counts as 0); True if the horizon moved."""
+        newest: datetime | None = None
+        while self._pending:
+            at, ends = self._pending[0]
+            if any(committed.get(tp, 0) < end for tp, end in ends.items()):
+                break
+            newest = at
+            self._pending.popleft()
+        if newest is None:
+            return False
+        moved = newest - self.grace
+        if self.value is not None and moved <= self.value:
+            return False
+        self.value = moved
+        return True
+
+
+class CatchUpWatch:
+    """Feeds a BreachHorizon from the broker: every `interval_s`, the clock's time and the end offsets of the input
+    topics, then the consumer group's committed offsets; wakes the scheduler when the horizon moves."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        horizon: BreachHorizon,
+        *,
+        group: str,
+        topics: Sequence[str],
+        clock: Clock,
+        interval_s: float,
+        on_move: Callable[[], None],
+        lag_gauge: Gauge | None = None,
+    ) -> None:
+        self._settings, self._horizon, self._group, self._topics = settings, horizon, group, list(topics)
+        self._clock, self._interval_s, self._on_move, self._lag_gauge = clock, interval_s, on_move, lag_gauge
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sla-catch-up")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        kw: dict[str, Any] = security_kwargs(self._settings)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers, **kw)
+        ends_reader = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, **kw)
+        backoff = Backoff(first_s=0.2, cap_s=5.0)
+        try:
+            while True:
+                try:
+                    await admin.start()
+                    await ends_reader.start()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the broker is away: no horizon yet, breaches wait
+                    log.warning("breach horizon: broker not reachable", extra={"error": repr(exc)[:200]})
+                    await backoff.wait()
+            while True:
+                try:
+                    await self.measure(admin, ends_reader)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the horizon stays where it is until the next round
+                    log.warning("breach horizon not measured", extra={"error": repr(exc)[:200]})
+                self._show()
+                await asyncio.sleep(self._interval_s)
+        finally:
+            await ends_reader.stop()
+            await admin.close()
+
+    async def measure(self, admin: AIOKafkaAdminClient, ends_reader: AIOKafkaConsumer) -> None:
+        partitions = [TopicPartition(t, p) for t in self._topics for p in await _partitions(ends_reader, t)]
+        if not partitions:
+            return
+        at = self._clock()  # before reading the ends: everything published by `at` is below them
+        self._horizon.observe(at, await ends_reader.end_offsets(partitions))
+        offsets = await admin.list_consumer_group_offsets(self._group)
+        committed = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        if self._horizon.reached(committed):
+            self._on_move()
+
+    def _show(self) -> None:
+        if self._lag_gauge is None:
+            return
+        value = self._horizon.value
+        self._lag_gauge.set(float("nan") if value is None else (self._clock() - value).total_seconds())
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    found = consumer.partitions_for_topic(topic)
+    if not found:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata for topics we do not subscribe to
+        found = consumer.partitions_for_topic(topic)
+    return set(found or ())

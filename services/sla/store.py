@@ -57,7 +57,8 @@ WHERE c.complaint_id = u.complaint_id
 """
 
 _COLUMNS = (
-    "complaint_id, stage, round, department, started_at, due_at, warn_at, state, warned_for, settled_at, set_event_id"
+    "complaint_id, stage, round, department, started_at, due_at, warn_at, state, warned_for, settled_at, set_event_id,"
+    " breach_event_id"
 )
 
 SQL_LOCK_DEADLINES = f"""
@@ -66,24 +67,27 @@ SELECT id, {_COLUMNS} FROM deadlines WHERE complaint_id = ANY($1::text[]) ORDER 
 
 SQL_SAVE_DEADLINES = """
 INSERT INTO deadlines (complaint_id, stage, round, department, started_at, due_at, warn_at, state, next_fire_at,
-                       warned_for, settled_at, set_event_id, updated_at)
-SELECT d.*, $13 FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+                       warned_for, settled_at, set_event_id, breach_event_id, updated_at)
+SELECT d.*, $14 FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::timestamptz[],
                             $7::timestamptz[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
-                            $12::text[])
+                            $12::text[], $13::text[])
     AS d(complaint_id, stage, round, department, started_at, due_at, warn_at, state, next_fire_at, warned_for,
-         settled_at, set_event_id)
+         settled_at, set_event_id, breach_event_id)
 ON CONFLICT (complaint_id, stage, round) DO UPDATE SET
     department = EXCLUDED.department, started_at = EXCLUDED.started_at, due_at = EXCLUDED.due_at,
     warn_at = EXCLUDED.warn_at, state = EXCLUDED.state, next_fire_at = EXCLUDED.next_fire_at,
     warned_for = EXCLUDED.warned_for, settled_at = EXCLUDED.settled_at, set_event_id = EXCLUDED.set_event_id,
-    updated_at = EXCLUDED.updated_at
+    breach_event_id = EXCLUDED.breach_event_id, updated_at = EXCLUDED.updated_at
 """
 
 # The scheduler's claim: the earliest due rows no other transaction holds. Rows held by a consumer (a fact about
-# that case in flight) or another replica are skipped and come back on a later round if still due.
+# that case in flight) or another replica are skipped and come back on a later round if still due. A row past its
+# due fires a breach, so it is claimed only once the breach horizon ($3, null: nothing known yet) has reached its
+# due (event time, docs/sla.md); a warning before the due is claimed on the wall clock.
+_FIREABLE = "next_fire_at <= $1 AND (due_at > $1 OR due_at <= $3::timestamptz)"
 SQL_CLAIM_DUE = f"""
 SELECT id, {_COLUMNS} FROM deadlines
-WHERE next_fire_at <= $1
+WHERE {_FIREABLE}
 ORDER BY next_fire_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED
@@ -92,7 +96,8 @@ FOR UPDATE SKIP LOCKED
 # What clockwork.fire does to a row, as two statements (one per outcome, by id): fewer arrays to send than a
 # general update, on the scheduler's hot path. A breach is final; after a warning the row waits for its due.
 SQL_SAVE_BREACHED = """
-UPDATE deadlines SET state = 'breached', next_fire_at = NULL, updated_at = $2 WHERE id = ANY($1::bigint[])
+UPDATE deadlines AS d SET state = 'breached', next_fire_at = NULL, breach_event_id = b.event_id, updated_at = $3
+FROM unnest($1::bigint[], $2::text[]) AS b(id, event_id) WHERE d.id = b.id
 """
 SQL_SAVE_WARNED = """
 UPDATE deadlines SET warned_for = warn_at, next_fire_at = due_at, updated_at = $2 WHERE id = ANY($1::bigint[])
@@ -102,16 +107,22 @@ SQL_ENQUEUE_ONE_TOPIC = """
 INSERT INTO outbox (topic, key, value) SELECT $1, m.key, m.value FROM unnest($2::bytea[], $3::bytea[]) AS m(key, value)
 """
 
-SQL_NEXT_FIRE_AT = "SELECT min(next_fire_at) FROM deadlines WHERE next_fire_at IS NOT NULL"
+# The next row the scheduler could fire: held breaches are left out (the horizon moving wakes the scheduler).
+SQL_NEXT_FIRE_AT = """
+SELECT min(next_fire_at) FROM deadlines
+WHERE next_fire_at IS NOT NULL AND (due_at > $1 OR due_at <= $2::timestamptz)
+"""
 
-# Open overdue deadlines: breached and not done, plus those past due that the scheduler has not fired yet.
+# Open overdue deadlines: breached and not done, plus those past due that the scheduler has not fired yet ($1 is
+# the earlier of now and the breach horizon, null while no horizon is known: a row past due but beyond it may still
+# be met by a fact on its way, so it is not counted yet).
 SQL_OVERDUE_OPEN = """
 SELECT department, stage, sum(n)::bigint AS n FROM (
     SELECT department, stage, count(*) AS n FROM deadlines
     WHERE state = 'breached' AND settled_at IS NULL GROUP BY department, stage
     UNION ALL
     SELECT department, stage, count(*) AS n FROM deadlines
-    WHERE next_fire_at <= $1 AND due_at <= $1 GROUP BY department, stage
+    WHERE next_fire_at <= $1::timestamptz AND due_at <= $1::timestamptz GROUP BY department, stage
 ) AS overdue GROUP BY department, stage
 """
 
@@ -160,7 +171,7 @@ def _row(record: Mapping[str, Any]) -> DeadlineRow:
     return DeadlineRow(
         record["complaint_id"], _STAGES[record["stage"]], record["round"], record["department"],
         record["started_at"], record["due_at"], record["warn_at"], _STATES[record["state"]], record["warned_for"],
-        record["settled_at"], record["set_event_id"],
+        record["settled_at"], record["set_event_id"], record["breach_event_id"],
     )  # fmt: skip
 
 
@@ -205,21 +216,25 @@ async def save_deadlines(conn: asyncpg.Connection[Any], rows: Sequence[DeadlineR
         [r.warned_for for r in rows],
         [r.settled_at for r in rows],
         [r.set_event_id for r in rows],
+        [r.breach_event_id for r in rows],
         now,
     )
 
 
-async def claim_due(conn: asyncpg.Connection[Any], now: datetime, limit: int) -> list[tuple[int, DeadlineRow]]:
-    """Lock up to `limit` deadlines whose next_fire_at has come, earliest first, skipping rows others hold."""
-    return [(r["id"], _row(r)) for r in await conn.fetch(SQL_CLAIM_DUE, now, limit)]
+async def claim_due(
+    conn: asyncpg.Connection[Any], now: datetime, horizon: datetime | None, limit: int
+) -> list[tuple[int, DeadlineRow]]:
+    """Lock up to `limit` deadlines whose next_fire_at has come, earliest first, skipping rows others hold and
+    rows whose breach is held (due past the breach `horizon`; every breach while it is None)."""
+    return [(r["id"], _row(r)) for r in await conn.fetch(SQL_CLAIM_DUE, now, limit, horizon)]
 
 
 async def save_fired(
-    conn: asyncpg.Connection[Any], breached: Sequence[int], warned: Sequence[int], now: datetime
+    conn: asyncpg.Connection[Any], breached: Sequence[tuple[int, str]], warned: Sequence[int], now: datetime
 ) -> None:
-    """The claimed rows after firing: `breached` ids are final, `warned` ids wait for their due."""
+    """The claimed rows after firing: `breached` (id, breach event id) are final, `warned` ids wait for their due."""
     if breached:
-        await conn.execute(SQL_SAVE_BREACHED, breached, now)
+        await conn.execute(SQL_SAVE_BREACHED, [i for i, _ in breached], [e for _, e in breached], now)
     if warned:
         await conn.execute(SQL_SAVE_WARNED, warned, now)
 
@@ -230,13 +245,19 @@ async def enqueue_events(conn: asyncpg.Connection[Any], topic: str, events: Sequ
         await conn.execute(SQL_ENQUEUE_ONE_TOPIC, topic, [k for k, _ in events], [v for _, v in events])
 
 
-async def next_fire_at(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any]) -> datetime | None:
-    value: datetime | None = await conn.fetchval(SQL_NEXT_FIRE_AT)
+async def next_fire_at(
+    conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], now: datetime, horizon: datetime | None
+) -> datetime | None:
+    """The earliest next_fire_at of a row the scheduler could fire (held breaches left out)."""
+    value: datetime | None = await conn.fetchval(SQL_NEXT_FIRE_AT, now, horizon)
     return value
 
 
-async def overdue_open(conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], now: datetime) -> dict[tuple[str, str], int]:
-    """Open overdue deadlines per (department, stage), for the sla_overdue_open gauge."""
+async def overdue_open(
+    conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], now: datetime | None
+) -> dict[tuple[str, str], int]:
+    """Open overdue deadlines per (department, stage), for the sla_overdue_open gauge: breached and not done, and
+    past due but not fired yet up to `now` (give the earlier of now and the breach horizon; None counts none)."""
     return {(r["department"], r["stage"]): r["n"] for r in await conn.fetch(SQL_OVERDUE_OPEN, now)}
 
 

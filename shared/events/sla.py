@@ -36,6 +36,11 @@ class SlaEvent(Event):
     department: str
     escalate_to: str | None = Field(default=None, description="`yshj` on a breach.")
     late: bool = Field(default=False, description="Fired after its time (the service was down).")
+    supersedes_event_id: str | None = Field(
+        default=None,
+        description="On a `met`: the `breached` event it overrides. The fact that met the deadline happened in time"
+        " but was read after the breach went out (lag beyond the grace); the deadline's final word is `met`.",
+    )
 
 
 class CaseState(StrEnum):

@@ -27,7 +27,16 @@ from shared.events import CaseState, ComplaintAssigned, ComplaintReceived, DeadL
 from shared.events.base import Message
 from shared.events.sla import SlaEventType, Stage
 from shared.migrate import migrate
-from tests.support.infra import Env, ServiceProcess, collect, metric_sum, produce, rewind_group, wait_for_metric
+from tests.support.infra import (
+    Env,
+    ServiceProcess,
+    collect,
+    metric_sum,
+    produce,
+    rewind_group,
+    wait_for_line,
+    wait_for_metric,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -178,11 +187,12 @@ async def test_deadlines_are_set_warned_breached_and_met(env: Env) -> None:
         )
         await produce(env.bootstrap, env.topics.lifecycle, [(b"hotline:BAD", b'{"not": "a lifecycle event"')])
         await send(env, received(parked, t))
-        await asyncio.sleep(1)
-        t1 = now()
+        # The department acts once the case is on the clock (waiting on the clock's own events, not on a sleep);
+        # the facts carry their own times, which is what the clock judges by.
+        await sla_events(env, lambda es: {e.stage for e in of(es, met, SET)} >= {A, F, R}, timeout_s=30, settle_s=0)
+        t1 = t + timedelta(seconds=1)
         await send(env, changed(met, "accept", t1), changed(met, "contact", t1), changed(met, "resolve", t1))
-        await asyncio.sleep(1)
-        await send(env, changed(met, "closed", now()))
+        await send(env, changed(met, "closed", t1 + timedelta(seconds=1)))
 
         def done(events: list[SlaEvent]) -> bool:
             return (
@@ -246,7 +256,8 @@ async def test_deadlines_are_set_warned_breached_and_met(env: Env) -> None:
 
 
 async def test_killed_during_due_time_fires_each_missed_deadline_once_late(env: Env) -> None:
-    sla = start_sla(env, SLA_LATE_AFTER_S="1")
+    # No grace: a breach is meant for its due, so those that fell due while no scheduler ran are late.
+    sla = start_sla(env, SLA_LATE_AFTER_S="1", SLA_BREACH_GRACE_SECONDS="0")
     t = now()
     # Group A falls due at t+5 (the moment of the kill), group B at t+8 (while the service is down).
     group_a = [f"hotline:KA-{i}" for i in range(40)]
@@ -327,7 +338,7 @@ async def test_two_replicas_fire_each_deadline_once_and_a_dead_holders_claims_ar
     assert sum(metric_sum(text, "sla_breaches_total") for text in texts) == 320
 
 
-async def test_resolve_racing_its_deadline_gives_exactly_one_outcome(env: Env) -> None:
+async def test_resolve_racing_its_deadline_gives_exactly_one_final_word(env: Env) -> None:
     sla = start_sla(env)
     try:
         t = now()
@@ -342,7 +353,8 @@ async def test_resolve_racing_its_deadline_gives_exactly_one_outcome(env: Env) -
         await wait_until(resolved_at)
         await send(env, *[changed(c, "resolve", resolved_at) for c in in_time])
         await send(env, *[changed(c, "closed", resolved_at + timedelta(seconds=1)) for c in in_time])
-        # Resolved 0.1 s before the due (t+10), reported around it: the consumer and the scheduler race.
+        # Resolved 0.1 s before the due (t+10), reported around it: in time, so met (the breach is held for the
+        # grace; should one go out all the same, the met supersedes it).
         for half, moment in ((racing[:30], 9_950), (racing[30:], 10_020)):
             await wait_until(t + timedelta(milliseconds=moment))
             await send(env, *[changed(c, "resolve", t + timedelta(seconds=9, milliseconds=900)) for c in half])
@@ -351,22 +363,21 @@ async def test_resolve_racing_its_deadline_gives_exactly_one_outcome(env: Env) -
         await send(env, *[changed(c, "resolve", t + timedelta(seconds=10, milliseconds=500)) for c in too_late])
 
         def done(events: list[SlaEvent]) -> bool:
-            decided = outcomes([e for e in events if e.stage is R], (MET, BREACH))
-            return len(decided) >= 100 and now() > t + timedelta(seconds=14)  # past the closed cases' callback due
+            decided = {c for c in everyone if final_words(events, c)}
+            # Every case decided, and the closed cases' callbacks past their due (t+13) and the grace.
+            return (
+                len(decided) >= 100 and bool(events) and max(e.occurred_at for e in events) > t + timedelta(seconds=19)
+            )
 
         events = await sla_events(env, done, timeout_s=60, settle_s=2)
     finally:
         sla.stop()
     resolve = [e for e in events if e.stage is R]
-    decided = outcomes(resolve, (MET, BREACH))
     race = Counter(e.type.value for e in resolve if e.complaint_id in racing and e.type in (MET, BREACH))
-    print(f"racing resolves: {dict(race)}")  # which side won is up to the row lock; either way, one outcome
-    assert all(decided[(c, R, 1)] == 1 for c in everyone), {c: decided[(c, R, 1)] for c in everyone}
-    assert {(e.complaint_id, e.type) for e in resolve if e.complaint_id in in_time and e.type in (MET, BREACH)} == {
-        (c, MET) for c in in_time
-    }
-    assert {(e.complaint_id, e.type) for e in resolve if e.complaint_id in too_late and e.type in (MET, BREACH)} == {
-        (c, BREACH) for c in too_late
+    print(f"racing resolves: {dict(race)}")  # a breach here would be superseded by its met
+    assert {c: final_words(events, c) for c in everyone} == {
+        **{c: [MET] for c in racing + in_time},
+        **{c: [BREACH] for c in too_late},
     }
     closed_breaches = [e for e in events if e.complaint_id in in_time and e.type is BREACH]
     assert closed_breaches == [], "a case closed in time was breached"
@@ -435,3 +446,71 @@ async def test_overdue_gauge_counts_open_breaches_from_the_database(env: Env) ->
     finally:
         await conn.close()
     assert counts == {("spj", "accept"): 1, ("scj", "resolve"): 1}
+
+
+# --- event time: a deadline is judged on when things happened, not on when sla read them -----------------------
+
+
+def final_words(events: list[SlaEvent], cid: str, stage: Stage = R) -> list[SlaEventType]:
+    """The outcomes of a deadline that stand: a breach a later `met` supersedes does not."""
+    superseded = {e.supersedes_event_id for e in events if e.supersedes_event_id}
+    return [
+        e.type for e in of(events, cid, stage=stage) if e.type in (MET, BREACH) and str(e.event_id) not in superseded
+    ]
+
+
+async def test_stopped_across_the_due_while_resolved_in_time_is_met_after_the_restart(env: Env) -> None:
+    sla = start_sla(env, SLA_BREACH_GRACE_SECONDS="1")
+    cid = "hotline:DOWN-1"
+    t = now()
+    due = t + timedelta(seconds=4)  # urgent: resolve within 10 s of receipt
+    try:
+        await send(env, received(cid, due - timedelta(seconds=10), Urgency.URGENT), assigned(cid, t))
+        await sla_events(env, lambda es: bool(of(es, cid, SET, R)), timeout_s=30, settle_s=0)
+        sla.kill()
+        # Resolved in time while sla is down; sla comes back after the due.
+        await send(env, changed(cid, "resolve", due - timedelta(seconds=1)))
+        await wait_until(due + timedelta(seconds=1))
+        sla.start()
+        events = await sla_events(env, lambda es: bool(of(es, cid, MET, R)), timeout_s=60, settle_s=1)
+    finally:
+        sla.stop()
+    assert of(events, cid, BREACH, R) == [], "a breach went out before sla had read the resolve"
+    assert final_words(events, cid) == [MET]
+    (met,) = of(events, cid, MET, R)
+    assert met.supersedes_event_id is None
+
+
+async def test_upstream_held_back_less_or_more_than_the_grace(env: Env) -> None:
+    grace = 6
+    sla = start_sla(env, SLA_BREACH_GRACE_SECONDS=str(grace))
+    within, beyond = "hotline:HELD-IN", "hotline:HELD-OUT"
+    t = now()
+    due = t + timedelta(seconds=4)
+    done_at = due - timedelta(seconds=1)  # both resolved in time; the facts reach the topic late
+    try:
+        await send(env, *[received(c, due - timedelta(seconds=10), Urgency.URGENT) for c in (within, beyond)])
+        await send(env, *[assigned(c, t) for c in (within, beyond)])
+        await sla_events(env, lambda es: all(of(es, c, SET, R) for c in (within, beyond)), timeout_s=30, settle_s=0)
+        # Held back 2 s (less than the grace): published after the due, before the breach may go out.
+        await wait_until(due + timedelta(seconds=1))
+        await send(env, changed(within, "resolve", done_at))
+        # Held back until its breach is out (more than the grace): the met comes after, superseding it.
+        first = await sla_events(env, lambda es: bool(of(es, beyond, BREACH, R)), timeout_s=60, settle_s=0)
+        await send(env, changed(beyond, "resolve", done_at))
+        events = await sla_events(env, lambda es: bool(of(es, beyond, MET, R)), timeout_s=60, settle_s=1)
+        gauge_cleared = await wait_for_line(sla.url, 'sla_overdue_open{department="spj",stage="resolve"} 0.0', 20)
+        text = await metrics_of(sla)
+    finally:
+        sla.stop()
+    assert of(first, within, BREACH, R) == [], "a breach went out for a fact held back less than the grace"
+    assert of(events, within, BREACH, R) == []
+    assert final_words(events, within) == [MET]
+    (breach,) = of(events, beyond, BREACH, R)
+    assert breach.escalate_to == "yshj"
+    assert breach.occurred_at >= due + timedelta(seconds=grace)  # held for the grace (event times, not wall time)
+    (met,) = of(events, beyond, MET, R)
+    assert met.supersedes_event_id == str(breach.event_id)
+    assert final_words(events, beyond) == [MET]
+    assert gauge_cleared, "the superseded breach is still counted as overdue and open"
+    assert 'sla_breaches_superseded_total{department="spj",stage="resolve"} 1.0' in text

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from services.sla.clockwork import (
     ESCALATE_TO,
+    HOTLINE,
     TRIAGE,
     UNASSIGNED,
     CaseClock,
@@ -208,8 +209,15 @@ def test_accept_after_the_breach_fired_only_settles_it() -> None:
     assert case.rows[(A, 1)].state is DeadlineState.BREACHED
 
 
-def test_resolve_racing_its_breach_gives_exactly_one_outcome() -> None:
-    # Either the scheduler's round commits first (breached; the in-time resolve then only settles it) ...
+def final_word(case: Case, key: Key) -> list[SlaEventType]:
+    """The outcomes of a deadline that stand: a breach superseded by a later `met` does not."""
+    superseded = {e.supersedes_event_id for e in case.events if e.supersedes_event_id}
+    return [e.type for e in case.events if (e.stage, e.round) == key and e.type in (MET, BREACH)
+            and str(e.event_id) not in superseded]  # fmt: skip
+
+
+def test_resolve_racing_its_breach_gives_exactly_one_final_word() -> None:
+    # Either the scheduler's round commits first (breached; the in-time resolve then supersedes it with a met) ...
     first = Case()
     first.apply(received())
     first.apply(assigned())
@@ -223,10 +231,82 @@ def test_resolve_racing_its_breach_gives_exactly_one_outcome() -> None:
     second.apply(fact(FactKind.RESOLVE, due - timedelta(seconds=1)), now=due + timedelta(seconds=1))
     second.fire_at(due + timedelta(seconds=2))
     for case in (first, second):
-        outcomes = [k for k, s, r in case.kinds() if (s, r) == (R, 1) and k in (MET, BREACH)]
-        assert len(outcomes) == 1
-    assert first.kinds((R, 1))[-1][0] is BREACH
-    assert second.kinds((R, 1))[-1][0] is MET
+        assert final_word(case, (R, 1)) == [MET]
+        assert case.rows[(R, 1)].state is DeadlineState.MET
+    assert [k for k, _, _ in first.kinds((R, 1))][-2:] == [BREACH, MET]
+    (breach,) = [e for e in first.events if e.type is BREACH and e.stage is R]
+    (met,) = [e for e in first.events if e.type is MET and e.stage is R]
+    assert met.supersedes_event_id == str(breach.event_id)
+    assert second.events[-2].supersedes_event_id is None
+
+
+def test_in_time_facts_read_after_their_breaches_meet_them_and_name_the_breach() -> None:
+    case = Case()
+    case.apply(received())
+    case.apply(assigned())
+    fired = case.fire_at(at(2026, 3, 2, 11, 30))  # accept due 11:00: breached (the accept was on its way)
+    assert ev(fired) == [(WARN, A, 1), (BREACH, A, 1)]
+    breach = fired[1]
+    assert case.rows[(A, 1)].breach_event_id == str(breach.event_id)
+    events = case.apply(fact(FactKind.ACCEPT, at(2026, 3, 2, 10, 59)), now=at(2026, 3, 2, 11, 40))
+    assert ev(events) == [(MET, A, 1)]
+    assert events[0].supersedes_event_id == str(breach.event_id)
+    row = case.rows[(A, 1)]
+    assert (row.state, row.settled_at, row.overdue_open) == (DeadlineState.MET, at(2026, 3, 2, 10, 59), False)
+    assert final_word(case, (A, 1)) == [MET]
+    # Once met, nothing changes it: the same stage done again, or the scheduler, fire nothing.
+    assert case.apply(fact(FactKind.ACCEPT, at(2026, 3, 2, 10, 58)), now=at(2026, 3, 2, 11, 50)) == []
+    assert case.fire_at(at(2026, 3, 2, 12)) == []
+
+
+def test_the_fact_time_decides_not_the_read_time() -> None:
+    # Read days later, a resolve dated before the due is met (and the event is sent now, marked late) ...
+    case = Case()
+    case.apply(received())
+    case.apply(assigned())
+    due = case.due((R, 1))
+    events = case.apply(fact(FactKind.RESOLVE, due), now=due + timedelta(days=3))
+    assert [(e.type, e.stage) for e in events if e.stage is R] == [(MET, R)]
+    # ... and one dated a second after the due is breached, however early it is read.
+    late = Case()
+    late.apply(received())
+    late.apply(assigned())
+    events = late.apply(fact(FactKind.RESOLVE, due + timedelta(seconds=1)), now=due + timedelta(seconds=1))
+    assert [(e.type, e.stage) for e in events if e.stage is R] == [(BREACH, R)]
+    assert late.rows[(R, 1)].breach_event_id == str(next(e for e in events if e.type is BREACH).event_id)
+
+
+def test_a_breach_waits_for_the_horizon_and_a_warning_does_not() -> None:
+    row = DeadlineRow(CID, A, 1, "spj", MON, at(2026, 3, 2, 11), at(2026, 3, 2, 10, 36))
+    zero = timedelta(0)
+    # Before the due, the warning goes out on the wall clock, whatever sla has read.
+    warning = fire(row, at(2026, 3, 2, 10, 40), late_after=zero, horizon=None)
+    assert warning is not None
+    assert warning.kind is WARN
+    # Past the due: held while nothing is known (None) or sla has not read up to the due; fired once it has.
+    after = at(2026, 3, 2, 11, 0, 30)
+    assert fire(row, after, late_after=zero, horizon=None) is None
+    assert fire(row, after, late_after=zero, horizon=at(2026, 3, 2, 10, 59, 59)) is None
+    breach = fire(row, after, late_after=timedelta(seconds=10), horizon=at(2026, 3, 2, 11), grace=timedelta(seconds=25))
+    assert breach is not None
+    assert breach.kind is BREACH
+    assert breach.row.breach_event_id == str(breach.event_id)
+    # Meant for the due plus the grace: 30 s after the due is 5 s late, not late against 10 s.
+    assert not breach.late
+    unheld = fire(row, after, late_after=timedelta(seconds=10), horizon=after)
+    assert unheld is not None
+    assert unheld.late
+
+
+def test_callback_deadlines_belong_to_the_hotline() -> None:
+    case = Case()
+    case.apply(received())
+    case.apply(assigned(lead="scj"))
+    case.apply(fact(FactKind.RESOLVE, at(2026, 3, 3, 10), department="scj"))
+    assert case.rows[(C, 1)].department == HOTLINE
+    case.fire_at(at(2026, 3, 20))
+    (breach,) = [e for e in case.events if e.type is BREACH and e.stage is C]
+    assert breach.department == HOTLINE
 
 
 def test_contact_and_resolve_then_callback_from_the_resolve() -> None:
@@ -238,7 +318,7 @@ def test_contact_and_resolve_then_callback_from_the_resolve() -> None:
     events = case.apply(fact(FactKind.RESOLVE, at(2026, 3, 4, 10)))
     assert ev(events) == [(MET, R, 1), (SET, C, 1)]
     assert case.due((C, 1)) == at(2026, 3, 6, 17, 30)
-    assert events[1].department == "spj"
+    assert events[1].department == HOTLINE  # the 12345 hotline makes the callbacks (contract 6.1)
 
 
 def test_resolve_without_first_contact_supersedes_it() -> None:
@@ -698,8 +778,18 @@ def play(steps: list[tuple[str, object]]) -> tuple[Case, list[list[SlaEvent]], l
 @given(steps=histories())
 def test_each_deadline_gets_at_most_one_outcome(steps: list[tuple[str, object]]) -> None:
     case, _, _ = play(steps)
-    outcomes = Counter((e.stage, e.round) for e in case.events if e.type in (MET, BREACH))
+    superseded = [e.supersedes_event_id for e in case.events if e.supersedes_event_id]
+    breaches = {str(e.event_id): e for e in case.events if e.type is BREACH}
+    assert all(s in breaches for s in superseded)
+    assert len(set(superseded)) == len(superseded)
+    outcomes = Counter(
+        (e.stage, e.round) for e in case.events if e.type in (MET, BREACH) and str(e.event_id) not in superseded
+    )
     assert all(n == 1 for n in outcomes.values()), outcomes
+    # A met overrides only a breach of the same deadline.
+    for e in case.events:
+        if e.supersedes_event_id:
+            assert (breaches[e.supersedes_event_id].stage, breaches[e.supersedes_event_id].round) == (e.stage, e.round)
     warnings = Counter((e.stage, e.round, e.due_at) for e in case.events if e.type is WARN)
     assert all(n == 1 for n in warnings.values()), warnings
 
@@ -727,7 +817,10 @@ def test_final_deadlines_never_come_back(steps: list[tuple[str, object]]) -> Non
     _, _, snapshots = play(steps)
     final: dict[Key, DeadlineState] = {}
     for rows in snapshots:
-        for key, state in final.items():
+        for key, state in list(final.items()):
+            if state is DeadlineState.BREACHED and rows[key].state is DeadlineState.MET:
+                final[key] = DeadlineState.MET  # an in-time fact read after the breach: met, superseding it
+                continue
             # Only a superseded accept/first_contact may be re-set, for another department in the same round.
             if state is not DeadlineState.SUPERSEDED or key[0] in (R, C):
                 assert rows[key].state is state, (key, state, rows[key])

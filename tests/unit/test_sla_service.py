@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from aiokafka.structs import TopicPartition
 from prometheus_client import generate_latest
 
 from services.sla.app import ClockConsumer, SlaSettings, build_calendar, dead_letter_of, load_policy
 from services.sla.clockwork import FactKind
 from services.sla.policy import SlaPolicy, Window, WindowUnit
-from services.sla.scheduler import FireReport, Scheduler
+from services.sla.scheduler import BreachHorizon, FireReport, Scheduler
 from services.sla.store import policy_id_of
 from shared.calendar import END_OF_DAY, LOCAL_TZ
 from shared.domain import Category, Channel, Kind, Urgency
@@ -181,3 +182,39 @@ async def test_scheduler_wake_only_for_earlier_deadlines() -> None:
     scheduler._sleeping_until = None  # in a round: any wake-up is kept for after it
     scheduler.wake(datetime(2030, 1, 1, tzinfo=UTC))
     assert scheduler._wakeup.is_set()
+
+
+def test_breach_horizon_moves_only_when_the_group_has_read_what_was_published_by_then() -> None:
+    a, b = TopicPartition("t.complaints.lifecycle", 0), TopicPartition("t.complaints.assigned", 3)
+    grace = timedelta(seconds=5)
+    horizon = BreachHorizon(grace)
+    assert horizon() is None  # nothing known yet: every breach waits (a restart, before the consumers caught up)
+    t = datetime(2026, 3, 2, 2, tzinfo=UTC)
+    horizon.observe(t, {a: 10, b: 4})
+    assert not horizon.reached({a: 10, b: 3})  # one partition behind
+    assert not horizon.reached({a: 10})  # a partition never committed counts from 0
+    assert horizon() is None
+    horizon.observe(t + timedelta(seconds=1), {a: 12, b: 4})
+    assert horizon.reached({a: 11, b: 4})  # the first observation is reached, not the second
+    assert horizon() == t - grace
+    assert not horizon.reached({a: 11, b: 4})
+    assert horizon.reached({a: 12, b: 9})
+    assert horizon() == t + timedelta(seconds=1) - grace
+    horizon.observe(t + timedelta(seconds=2), {})  # no input partition at all: nothing to wait for
+    assert horizon.reached({})
+    assert horizon() == t + timedelta(seconds=2) - grace
+
+
+def test_breach_horizon_keeps_moving_when_the_group_lags_far_behind() -> None:
+    tp = TopicPartition("t.complaints.lifecycle", 0)
+    horizon = BreachHorizon(timedelta(0), max_pending=3)
+    t = datetime(2026, 3, 2, 2, tzinfo=UTC)
+    for i in range(10):  # the group never reaches the end while records keep coming
+        horizon.observe(t + timedelta(seconds=i), {tp: 100 * (i + 1)})
+    assert horizon.reached({tp: 100})
+    assert horizon() == t
+    horizon.observe(t + timedelta(seconds=20), {tp: 5000})
+    assert horizon.reached({tp: 300})
+    assert horizon() == t + timedelta(seconds=2)
+    assert horizon.reached({tp: 5000})
+    assert horizon() == t + timedelta(seconds=20)
