@@ -191,6 +191,7 @@ DEPARTMENTS: Final[dict[str, str]] = {
     "czj": "市财政局",
     "yshj": "市营商环境建设监督局",
     "triage": "12345 派单席",
+    "hotline": "12345 热线回访",  # makes the callbacks (回访); the callback stage's deadlines are its own
 } | {f"gov-{code}": f"{name}人民政府" for code, name in REGIONS.items() if code != CITY_CODE}
 
 

@@ -9,11 +9,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from shared.devtools.dev import dev_scopes
 from shared.devtools.infra.kafka_local import LocalKafka
 from shared.devtools.infra.postgres_local import LocalPostgres
 from tests.support.infra import Env, create_database, make_keys, unique
+
+# Tests never assert on wall time: a generated example is not "too slow" on a loaded 2-core machine.
+settings.register_profile("complaints", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("complaints")
 
 ALL_TEST_SCOPES = dev_scopes()  # a key for every channel, every department, reports and admin
 
