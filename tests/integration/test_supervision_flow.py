@@ -18,7 +18,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.reporting.warnings import week_start
+from services.reporting.watch import bulletin_sections
 from shared.calendar import as_local
+from shared.db import create_pool
 from shared.domain import LOCAL_TZ, Category, Channel, Kind, Urgency
 from shared.events import ComplaintReceived, Enterprise
 from tests.support.infra import Env, ServiceProcess, collect, metric_sum, produce, unique
@@ -335,5 +337,23 @@ async def test_a_rising_series_warns_once_even_when_replayed(env: Env) -> None:
             text = (await http.get("/metrics")).text
             assert 'early_warnings_total{kind="rising"} 1.0' in text
             assert 'early_warnings_total{kind="enterprise_repeat"} 0.0' in text
+            items_total = (await http.get("/v1/supervision/items", headers=auth)).json()["total"]
+            assert items_total >= 2  # the judicial markers' items
+
+        # The bulletin's two sections, read from the same tables (the lead wires them into the bulletin page).
+        pool = await create_pool(env.database_url, "reporting")
+        try:
+            today = as_local(datetime.now(UTC)).date()
+            (sup_heading, sup_html), (warn_heading, warn_html) = await bulletin_sections(
+                pool, this_week, today, datetime.now(UTC)
+            )
+        finally:
+            await pool.close()
+        assert sup_heading == "督查事项"
+        assert "司法不公" in sup_html
+        assert f"督查事项共 {items_total} 件" in sup_html
+        assert warn_heading == "风险预警（防未病）"
+        assert "开鲁县 · 融资信贷" in warn_html
+        assert "本月共发出预警 1 条" in warn_html
     finally:
         service.stop()
