@@ -96,9 +96,11 @@ CONTRACT_METRICS: dict[str, tuple[str, ...]] = {
     "outbox_pending_messages": ("*",),  # (db)
     "dead_letters_total": ("*",),
     "sla_calendar_year_missing": ("sla",),
+    "early_warnings_total": ("reporting",),
+    "supervision_items_open": ("reporting",),  # (db)
 }
-# Named by the contract for the later feature of section 10 (early warnings, supervision items): not served yet.
-NOT_YET_SERVED: tuple[str, ...] = ("early_warnings_total", "supervision_items_open")
+# Named by the contract but not served yet (none left since supervision items and early warnings landed).
+NOT_YET_SERVED: tuple[str, ...] = ()
 
 
 class Metrics:
@@ -143,6 +145,15 @@ class Metrics:
         self.dead_letters = Counter("dead_letters", "Dead letters written.", ["source_topic"], registry=r)
         self.calendar_year_missing = Gauge(
             "sla_calendar_year_missing", "1 when a year's holiday schedule is unknown.", ["year"], registry=r
+        )
+        self.early_warnings = Counter(
+            "early_warnings", "Early warnings raised (contract 10.4), once per key and week.", ["kind"], registry=r
+        )
+        self.supervision_items_open = Gauge(
+            "supervision_items_open",
+            "Supervision items not concluded (contract 10.3), from the database.",
+            ["phenomenon", "status"],
+            registry=r,
         )
         self.published = Counter("outbox_published_messages", "Messages published by the relay.", ["topic"], registry=r)
         self.batch_seconds = Histogram(

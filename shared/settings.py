@@ -63,6 +63,21 @@ class Settings(BaseSettings):
     )
     prune_interval_s: float = Field(default=3600.0, gt=0, description="How often each service prunes.")
     prune_batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows deleted per transaction.")
+    # Supervision items (contract 10.3), kept by reporting on the clock's calendar.
+    sla_working_hours: str = Field(
+        default="08:30-12:00,13:30-17:30",
+        description="SLA_WORKING_HOURS, the same setting the clock reads: the working calendar's local periods.",
+    )
+    supervision_due_amount: int = Field(default=10, gt=0, description="A supervision item is due this many units…")
+    supervision_due_unit: Literal["days", "hours", "minutes", "seconds"] = Field(
+        default="days", description="…of working time after its opening (days: 17:30 of the Nth working day)."
+    )
+    supervision_warn_ratio: float = Field(
+        default=0.8, gt=0, le=1, description="Share of an item's working time after which its warning fires."
+    )
+    supervision_interval_s: float = Field(
+        default=15.0, gt=0, description="How often reporting looks for due supervision items and recomputes its gauge."
+    )
 
     def port_for(self, service: str) -> int:
         return self.http_port if self.http_port is not None else DEFAULT_PORTS[service]

@@ -17,6 +17,8 @@ BASE_NAMES = {
     "sla": "complaints.sla",
     "lifecycle": "complaints.lifecycle",
     "dlq": "complaints.dlq",
+    "supervision": "complaints.supervision",
+    "alerts": "complaints.alerts",
 }
 
 
@@ -56,6 +58,16 @@ class Topics:
     @property
     def dlq(self) -> str:
         return self._name("dlq")
+
+    @property
+    def supervision(self) -> str:
+        """Supervision item changes (contract 10.3), written by reporting."""
+        return self._name("supervision")
+
+    @property
+    def alerts(self) -> str:
+        """Early warnings (contract 10.4), written by reporting."""
+        return self._name("alerts")
 
     def intake(self, channel: Channel) -> str:
         """The raw topic of a channel, e.g. `intake.hotline`."""

@@ -4,7 +4,8 @@ Run `python deploy/grafana/build_dashboards.py` after editing this file and comm
 tests/unit/test_dashboards.py checks the JSON is what this file makes, and that every query names only metrics the
 services serve. Standard library only: the JSON is Grafana's dashboard model (schemaVersion 39).
 
-Aggregation: the gauges recomputed from the database (complaints_open, sla_overdue_open, outbox_pending_messages)
+Aggregation: the gauges recomputed from the database (complaints_open, sla_overdue_open, outbox_pending_messages,
+supervision_items_open)
 and the lag read from the broker show the whole figure on every replica, so they are combined with max(); the
 counters are per process, so they are summed.
 """
@@ -256,6 +257,21 @@ def sla() -> Board:
     b.panel(
         "Open overdue deadlines by department and stage",
         [("max by (department, stage) (sla_overdue_open)", "{{department}} {{stage}}")],
+    )
+    b.panel(
+        "Early warnings raised (防未病)",
+        [("sum by (kind) (increase(early_warnings_total[$__range]))", "{{kind}}")],
+        kind="bargauge",
+        instant=True,
+        description="Warnings over the time range: `rising` (a weekly count far above its 8-week baseline) and "
+        "`enterprise_repeat` (one enterprise, 3 or more cases in 30 days). GET /v1/reports/warnings lists them.",
+    )
+    b.panel(
+        "Supervision items open by phenomenon and status",
+        [("sort_desc(max by (phenomenon, status) (supervision_items_open))", "{{phenomenon}} {{status}}")],
+        kind="bargauge",
+        instant=True,
+        description="Supervision items (督查事项) not concluded, from reporting's database.",
     )
     return b
 

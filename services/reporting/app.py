@@ -4,7 +4,9 @@ HTTP. See docs/reporting.md.
 
 The table of contents: worker.py (the projection: consume, fold, roll up, one transaction per batch), http.py (the
 report endpoints), projections.py and repeats.py (the pure core), store.py (SQL); the rectification ledger in
-ledger.py (pure), ledger_store.py and ledger_http.py; the monthly bulletin page in bulletin.py.
+ledger.py (pure), ledger_store.py and ledger_http.py; the monthly bulletin page in bulletin.py; supervision items and
+early warnings (docs/supervision.md) in supervision.py and warnings.py (pure), watch.py (their consumer and ticker),
+supervision_store.py, warning_store.py, supervision_http.py and warnings_http.py.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from fastapi import APIRouter
 
 from services.reporting.http import api
 from services.reporting.ledger_http import api as ledger_api
+from services.reporting.supervision_http import api as supervision_api
+from services.reporting.warnings_http import api as warnings_api
+from services.reporting.watch import setup_watch, stop_watch
 from services.reporting.worker import Projection, ReportingMetrics, subscribe
 from shared.clock import Clock, system_clock
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
 SERVICE: Final = "reporting"
-ROUTERS: Final[list[APIRouter]] = [api, ledger_api]
+ROUTERS: Final[list[APIRouter]] = [api, ledger_api, supervision_api, warnings_api]
 """Every HTTP router the service serves."""
 
 
@@ -30,6 +35,11 @@ async def setup(ctx: ServiceContext) -> None:
     projection = Projection(ctx, metrics)
     ctx.extras.update(reporting_metrics=metrics, projection=projection)
     subscribe(ctx, projection)
+    await setup_watch(ctx)  # supervision items and early warnings: own consumer group, the due-time ticker
+
+
+async def teardown(ctx: ServiceContext) -> None:
+    await stop_watch(ctx)
 
 
 def create_app(
@@ -39,6 +49,7 @@ def create_app(
         SERVICE,
         routers=[*ROUTERS, *(routers or [])],
         setup=setup,
+        teardown=teardown,
         settings=settings,
         clock=clock,
         description="Reports: the rates of contract 7.1 per period and group, repeats, the rectification ledger.",

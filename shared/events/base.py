@@ -42,3 +42,15 @@ class Event(Message):
 def dump(model: BaseModel) -> dict[str, Any]:
     """JSON-ready dict of a model (times as RFC 3339 strings)."""
     return model.model_dump(mode="json")
+
+
+class GroupEvent(Message):
+    """Envelope of the events about several cases (contract 10.3, 10.4): the same fields as `Event`, but the
+    subject is an item or a warning, named by the subclass's id field, with the cases it links in `complaint_ids`."""
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id of this event; consumers dedupe on it.")
+    event_type: str = Field(description="What happened, e.g. `supervision.changed`.")
+    schema_version: int = Field(default=1, description="Version of this event's shape; 1 in contract v1.")
+    occurred_at: UtcDatetime = Field(description="When the project recorded the fact (UTC).")
+    causation_id: str | None = Field(default=None, description="event_id that led to this event, when there is one.")
+    complaint_ids: list[str] = Field(description="The cases this event concerns.")
