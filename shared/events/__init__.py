@@ -6,6 +6,7 @@ from shared.events.base import Event, Message, UtcDatetime, dump
 from shared.events.dlq import DeadLetter
 from shared.events.received import ComplaintReceived, Contact, Enterprise
 from shared.events.sla import CaseState, LifecycleChanged, SlaEvent, SlaEventType, Stage
+from shared.events.survey import SurveyResponded
 
 __all__ = [
     "ActionType",
@@ -24,6 +25,7 @@ __all__ = [
     "SlaEvent",
     "SlaEventType",
     "Stage",
+    "SurveyResponded",
     "UtcDatetime",
     "dump",
 ]

@@ -70,7 +70,13 @@ def test_topic_prefix() -> None:
     assert topics.intake(Channel.HOTLINE) == "t1.intake.hotline"
     assert topics.channel_of("t1.intake.supervisor") is Channel.SUPERVISOR
     assert topics.channel_of("intake.supervisor") is None
-    assert len(topics.all()) == 10
+    assert topics.intake(Channel.PORTAL) in topics.all()
+    assert topics.channel_of("t1.intake.visit") is Channel.VISIT
+    # Survey responses come over HTTP and go out on surveys.responses: there is no raw survey topic.
+    assert topics.channel_of("t1.intake.survey") is None
+    assert "t1.intake.survey" not in topics.all()
+    assert topics.survey_responses == "t1.surveys.responses"
+    assert len(topics.all()) == len(set(topics.all())) == 13
     assert all(t.startswith("t1.") for t in topics.all())
 
 
