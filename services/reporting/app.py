@@ -15,13 +15,15 @@ from fastapi import APIRouter
 
 from services.reporting.http import api
 from services.reporting.ledger_http import api as ledger_api
+from services.reporting.surveys_http import api as surveys_api
+from services.reporting.surveys_http import subscribe_surveys
 from services.reporting.worker import Projection, ReportingMetrics, subscribe
 from shared.clock import Clock, system_clock
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
 SERVICE: Final = "reporting"
-ROUTERS: Final[list[APIRouter]] = [api, ledger_api]
+ROUTERS: Final[list[APIRouter]] = [api, ledger_api, surveys_api]
 """Every HTTP router the service serves."""
 
 
@@ -30,6 +32,7 @@ async def setup(ctx: ServiceContext) -> None:
     projection = Projection(ctx, metrics)
     ctx.extras.update(reporting_metrics=metrics, projection=projection)
     subscribe(ctx, projection)
+    subscribe_surveys(ctx)
 
 
 def create_app(
