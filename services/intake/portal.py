@@ -207,6 +207,11 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
+def same_submission_since(now: datetime) -> datetime:
+    """The earliest time a submission counts as the same one now: within 10 minutes, the boundary excluded."""
+    return now - SAME_SUBMISSION_WINDOW
+
+
 def tracking_number(local_day: date, seq: int) -> str:
     """`PT` + the local date + the day's sequence, six digits (more past a million a day): PT20261126000123."""
     return f"{TRACKING_PREFIX}{local_day:%Y%m%d}{seq:06d}"

@@ -24,7 +24,6 @@ from services.intake.normalize import MAX_BODY_BYTES, Rejection, decode_body
 from services.intake.portal import (
     FIELDS,
     HONEYPOT,
-    SAME_SUBMISSION_WINDOW,
     FieldError,
     PortalForm,
     SlidingWindowLimiter,
@@ -33,6 +32,7 @@ from services.intake.portal import (
     honeypot_filled,
     portal_complaint,
     read_submission,
+    same_submission_since,
     tracking_number,
     trusted_networks,
 )
@@ -287,7 +287,7 @@ async def take_submission(ctx: ServiceContext, form: PortalForm, client: str, no
     complaint, in one transaction (the outbox publishes `complaint.received`)."""
     fingerprint = form.fingerprint()
     async with transaction(ctx) as conn:
-        known = await store.recent_submission(conn, client, fingerprint, now - SAME_SUBMISSION_WINDOW)
+        known = await store.recent_submission(conn, client, fingerprint, same_submission_since(now))
         if known is not None:
             tracked = known
         else:

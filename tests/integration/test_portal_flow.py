@@ -151,11 +151,11 @@ def bad_bodies(count: int, seed: int = 20261126) -> Iterator[tuple[bytes, str]]:
     for i in range(count):
         shape = i % 6
         if shape == 0:
-            body = dict(good, **{rng.choice(list(good)): rng.choice(junk)})
+            body = {**good, rng.choice(list(good)): rng.choice(junk)}
             body.pop(rng.choice(["title", "content", "region", "category", "kind", "enterprise_name"]), None)
             yield json.dumps(body).encode(), "application/json"
         elif shape == 1:
-            body = dict(good, **{key: rng.choice(junk) for key in rng.sample(list(good), 3)}, title="")
+            body = {**good, **{key: rng.choice(junk) for key in rng.sample(list(good), 3)}, "title": ""}
             yield json.dumps(body).encode(), "application/json"
         elif shape == 2:
             raw = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
