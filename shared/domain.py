@@ -24,6 +24,22 @@ class Channel(StrEnum):
     HOTLINE = "hotline"
     COMPLAINT_LINE = "complaint_line"
     SUPERVISOR = "supervisor"
+    PORTAL = "portal"
+    """The enterprises' own online portal (问题线索和意见建议征集, contract 10.1)."""
+    VISIT = "visit"
+    """Problems brought back from round-tables, service days and site visits (政企恳谈会, 企业家服务日, 10.2)."""
+    SURVEY = "survey"
+    """A low satisfaction score with a comment (满意度问卷, 10.2)."""
+
+
+RAW_CHANNELS: Final[tuple[Channel, ...]] = (
+    Channel.HOTLINE,
+    Channel.COMPLAINT_LINE,
+    Channel.SUPERVISOR,
+    Channel.PORTAL,
+    Channel.VISIT,
+)
+"""The channels with a raw topic `intake.<channel>`; survey responses come over HTTP only (contract 1)."""
 
 
 class Kind(StrEnum):

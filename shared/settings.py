@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=10, ge=1)
     lag_interval_s: float = Field(default=10.0, gt=0, description="How often consumer lag is read from the broker.")
     stall_after_s: float = Field(default=120.0, gt=0, description="Lag with no commit this long: not ready.")
+    portal_rate_limit: int = Field(
+        default=10, ge=1, description="Portal submissions one client address may make in any minute (then 429)."
+    )
+    portal_trusted_proxies: str = Field(
+        default="", description="Addresses or networks (commas) whose X-Forwarded-For the portal believes."
+    )
 
     db_command_timeout_s: float = Field(
         default=10.0, gt=0, description="Longest wait on one database statement, commit or rollback."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.domain import Channel
+from shared.domain import RAW_CHANNELS, Channel
 
 BASE_NAMES = {
     "intake_hotline": "intake.hotline",
@@ -19,6 +19,7 @@ BASE_NAMES = {
     "dlq": "complaints.dlq",
     "supervision": "complaints.supervision",
     "alerts": "complaints.alerts",
+    "survey_responses": "surveys.responses",
 }
 
 
@@ -69,19 +70,28 @@ class Topics:
         """Early warnings (contract 10.4), written by reporting."""
         return self._name("alerts")
 
+    @property
+    def survey_responses(self) -> str:
+        return self._name("survey_responses")
+
     def intake(self, channel: Channel) -> str:
         """The raw topic of a channel, e.g. `intake.hotline`."""
         return f"{self.prefix}intake.{channel.value}"
 
     def channel_of(self, topic: str) -> Channel | None:
         """Which channel a raw intake topic belongs to."""
-        for channel in Channel:
+        for channel in RAW_CHANNELS:
             if topic == self.intake(channel):
                 return channel
         return None
 
+    def raw(self) -> list[str]:
+        """Every raw intake topic (contract 1): one per channel that has one."""
+        return [self.intake(channel) for channel in RAW_CHANNELS]
+
     def all(self) -> list[str]:
-        return [self._name(key) for key in BASE_NAMES]
+        names = [self._name(key) for key in BASE_NAMES]
+        return names + [t for t in self.raw() if t not in names]
 
     def stamped_by_broker(self) -> list[str]:
         """Topics outside systems write facts to, whose time the product judges by: the broker stamps each record

@@ -16,10 +16,16 @@ from pydantic import BaseModel, Field
 
 from services.intake import store
 from services.intake.normalize import MAX_BODY_BYTES, Rejection, normalize
+from services.intake.portal_http import portal_guard
+from services.intake.portal_http import router as portal_router
+from services.intake.tracker import subscribe_tracker
+from services.intake.visits import VisitRecord, normalize_visit_record
+from services.intake.visits_http import router as visits_router
+from services.intake.visits_http import visit_row
 from shared.auth import Principal
 from shared.db import bounded_transaction, is_transient
-from shared.domain import Channel
-from shared.events import ComplaintReceived, DeadLetter
+from shared.domain import RAW_CHANNELS, Channel
+from shared.events import ComplaintReceived, DeadLetter, SurveyResponded
 from shared.kafka import RawRecord, dead_letter_of
 from shared.observability import mask_phones_in_text
 from shared.service import (
@@ -38,7 +44,13 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 SERVICE = "intake"
 GROUP = "intake"
-_HTTP_STATUS = {"too_large": 413, "invalid_utf8": 400, "invalid_json": 400, "not_an_object": 400}
+_HTTP_STATUS = {
+    "too_large": 413,
+    "invalid_utf8": 400,
+    "invalid_json": 400,
+    "not_an_object": 400,
+    "unknown_channel": 404,  # visits and surveys have their own endpoints (contract 10.2)
+}
 
 
 class Intake:
@@ -52,6 +64,7 @@ class Intake:
         now = ctx.clock()
         complaints: list[ComplaintReceived] = []
         letters: list[DeadLetter] = []
+        visits: list[VisitRecord] = []
         for record in records:
             channel = ctx.topics.channel_of(record.topic)
             if channel is None:
@@ -60,6 +73,14 @@ class Intake:
                         record, "unknown_topic", f"intake does not read {record.topic}", now, service=SERVICE
                     )
                 )
+                continue
+            if channel is Channel.VISIT:  # one record, several complaints (contract 10.2)
+                visit = normalize_visit_record(record.value, now)
+                if isinstance(visit, Rejection):
+                    letters.append(dead_letter_of(record, visit.error_type, visit.reason, now, service=SERVICE))
+                else:
+                    visits.append(visit)
+                    complaints.extend(visit.complaints)
                 continue
             result = normalize(channel, record.value, now)
             if isinstance(result, Rejection):
@@ -76,6 +97,7 @@ class Intake:
                 received_topic=ctx.topics.received,
                 dlq_topic=ctx.topics.dlq,
             )
+            await store.save_visits(conn, [visit_row(v) for v in visits], now=now, via="kafka")
         self._count(saved)
         ctx.relay.wake()
 
@@ -124,16 +146,16 @@ class Intake:
 async def setup(ctx: ServiceContext) -> None:
     intake = Intake(ctx)
     ctx.extras["intake"] = intake
-    raw_topics = [ctx.topics.intake(channel) for channel in Channel]
-    # One consumer for the three raw topics: bigger batches and one commit per batch, rather than three consumers
+    raw_topics = [ctx.topics.intake(channel) for channel in RAW_CHANNELS]
+    # One consumer for the raw topics: bigger batches and one commit per batch, rather than three consumers
     # taking turns on the event loop with small ones.
     subscriber = batch_subscriber(
         ctx,
         *raw_topics,
         group_id=ctx.group(GROUP, *raw_topics),
         title="intake.raw",
-        description="Raw hotline, complaint-line and supervisor messages (contract 2); each becomes "
-        "complaint.received or a dead letter.",
+        description="Raw hotline, complaint-line and supervisor messages (contract 2), portal submissions and visit "
+        "records (10.1, 10.2); each becomes complaint.received (a visit one per problem) or a dead letter.",
     )
 
     async def on_raw_batch(msg: KafkaMessage) -> None:
@@ -146,6 +168,14 @@ async def setup(ctx: ServiceContext) -> None:
         title="complaints.received",
         description="Canonical complaints (contract 3.1), keyed by complaint_id.",
     )
+    ctx.broker.publisher(
+        ctx.topics.survey_responses,
+        schema=SurveyResponded,
+        title="surveys.responses",
+        description="Satisfaction-survey responses (contract 10.2), keyed by responseId, once each.",
+    )
+    subscribe_tracker(ctx)
+    portal_guard(ctx)
     ctx.broker.publisher(
         ctx.topics.dlq,
         schema=DeadLetter,
@@ -304,8 +334,9 @@ async def post_intake(
 def create_app(settings: Settings | None = None) -> Any:
     return create_service_app(
         SERVICE,
-        routers=[router],
+        routers=[router, portal_router, visits_router],
         setup=setup,
         settings=settings,
-        description="Normalizes raw hotline, complaint-line and supervisor messages into complaint.received.",
+        description="Normalizes raw hotline, complaint-line and supervisor messages, portal submissions, visit records "
+        "and survey responses into complaint.received; serves the portal (/portal).",
     )

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 from uuid import NAMESPACE_URL, uuid5
 
 from shared.domain import (
@@ -123,6 +123,23 @@ def derive_title(content: str) -> str:
 
 def normalize(channel: Channel, raw: bytes, now: datetime) -> ComplaintReceived | Rejection:
     """The canonical event of a raw message, or why not. Never raises."""
+    body = decode_body(raw)
+    if isinstance(body, Rejection):
+        return body
+    parse = _PARSERS.get(channel)
+    if parse is None:
+        return Rejection("unknown_channel", f"channel {channel.value} has no single-message raw format")
+    try:
+        return parse(body, now)
+    except _Invalid as exc:
+        # A reason may quote part of a field; a phone number in it is masked like everywhere people read.
+        return Rejection(exc.error_type, mask_phones_in_text(exc.reason), _peek_source_id(channel, body))
+    except Exception as exc:  # noqa: BLE001 - a bug must not crash-loop the consumer; it becomes a dead letter
+        return Rejection("normalize_failed", f"unexpected error while normalizing: {type(exc).__name__}: {exc}")
+
+
+def decode_body(raw: bytes) -> dict[str, Any] | Rejection:
+    """A raw body as a JSON object, or why not (too large, not UTF-8, not JSON, not an object)."""
     if len(raw) > MAX_BODY_BYTES:
         return Rejection("too_large", f"body is {len(raw)} bytes, over the limit of {MAX_BODY_BYTES} (64 KiB)")
     try:
@@ -137,14 +154,7 @@ def normalize(channel: Channel, raw: bytes, now: datetime) -> ComplaintReceived 
         return Rejection("invalid_json", "body is not usable JSON: nested too deeply")
     if not isinstance(body, dict):
         return Rejection("not_an_object", f"body must be a JSON object, got {_json_type(body)}")
-    parse = _PARSERS[channel]
-    try:
-        return parse(body, now)
-    except _Invalid as exc:
-        # A reason may quote part of a field; a phone number in it is masked like everywhere people read.
-        return Rejection(exc.error_type, mask_phones_in_text(exc.reason), _peek_source_id(channel, body))
-    except Exception as exc:  # noqa: BLE001 - a bug must not crash-loop the consumer; it becomes a dead letter
-        return Rejection("normalize_failed", f"unexpected error while normalizing: {type(exc).__name__}: {exc}")
+    return body
 
 
 def _reject_constant(name: str) -> Any:
@@ -163,6 +173,8 @@ def _peek_source_id(channel: Channel, body: Mapping[str, Any]) -> str | None:
         value = body.get("gdbh")
     elif channel is Channel.COMPLAINT_LINE:
         value = body.get("ticketId")
+    elif channel is Channel.PORTAL:
+        value = body.get("submissionId")
     else:
         report = body.get("report")
         value = report.get("id") if isinstance(report, dict) else None
@@ -532,8 +544,72 @@ def normalize_supervisor_report(body: Mapping[str, Any], now: datetime) -> Compl
     )
 
 
+PORTAL_KINDS: Final = {
+    "complaint": Kind.COMPLAINT,
+    "suggestion": Kind.SUGGESTION,
+    "问题线索": Kind.COMPLAINT,
+    "意见建议": Kind.SUGGESTION,
+}
+
+
+def normalize_portal_submission(body: Mapping[str, Any], now: datetime) -> ComplaintReceived:
+    """A submission of the online portal's own back end on `intake.portal` (问题线索和意见建议, contract 10.1)."""
+    flags = _Flags()
+    source_id = _source_id(body, "submissionId", flags)
+    received_at = _received_at(_offset_time(_required_text(body, "submittedAt", flags), "submittedAt"), now, flags)
+    content = _required_text(body, "content", flags)
+    title = _text(body, "title", flags)
+    kind = Kind.COMPLAINT
+    if (kind_text := _text(body, "kind", flags)) is not None:
+        if kind_text not in PORTAL_KINDS:
+            raise _Invalid("invalid_field", f"field kind {kind_text[:20]!r} is not complaint or suggestion")
+        kind = PORTAL_KINDS[kind_text]
+    label = _text(body, "category", flags)
+    category = _category([], title, content, flags)
+    if label is not None:
+        category = _category_code(label) or _category([label], title, content, flags)
+    company = _object(body, "enterprise")
+    person = _object(body, "contact")
+    enterprise = contact = None
+    if company is not None:
+        enterprise = _enterprise(
+            _text(company, "name", flags, path="enterprise."),
+            _text(company, "creditCode", flags, path="enterprise."),
+            flags,
+        )
+    if person is not None:
+        contact = _contact(
+            _text(person, "name", flags, path="contact."), _text(person, "phone", flags, path="contact."), flags
+        )
+    return _build(
+        Channel.PORTAL,
+        source_id,
+        received_at,
+        now,
+        kind=kind,
+        category=category,
+        title=title,
+        content=content,
+        urgency=Urgency.NORMAL,
+        region_code=_region(_text(body, "region", flags), flags),
+        enterprise=enterprise,
+        contact=contact,
+        anonymous=_anonymous(body.get("anonymous"), flags),
+        flags=flags,
+    )
+
+
+def _category_code(value: str) -> Category | None:
+    """A category code of 3.1 (`financing`), as the portal and visit records send them."""
+    try:
+        return Category(value.strip())
+    except ValueError:
+        return None
+
+
 _PARSERS = {
     Channel.HOTLINE: normalize_hotline_order,
     Channel.COMPLAINT_LINE: normalize_complaint_line_ticket,
     Channel.SUPERVISOR: normalize_supervisor_report,
+    Channel.PORTAL: normalize_portal_submission,
 }

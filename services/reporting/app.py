@@ -18,6 +18,8 @@ from fastapi import APIRouter
 from services.reporting.http import api
 from services.reporting.ledger_http import api as ledger_api
 from services.reporting.supervision_http import api as supervision_api
+from services.reporting.surveys_http import api as surveys_api
+from services.reporting.surveys_http import subscribe_surveys
 from services.reporting.warnings_http import api as warnings_api
 from services.reporting.watch import setup_watch, stop_watch
 from services.reporting.worker import Projection, ReportingMetrics, subscribe
@@ -26,7 +28,7 @@ from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
 SERVICE: Final = "reporting"
-ROUTERS: Final[list[APIRouter]] = [api, ledger_api, supervision_api, warnings_api]
+ROUTERS: Final[list[APIRouter]] = [api, ledger_api, supervision_api, warnings_api, surveys_api]
 """Every HTTP router the service serves."""
 
 
@@ -35,6 +37,7 @@ async def setup(ctx: ServiceContext) -> None:
     projection = Projection(ctx, metrics)
     ctx.extras.update(reporting_metrics=metrics, projection=projection)
     subscribe(ctx, projection)
+    subscribe_surveys(ctx)
     await setup_watch(ctx)  # supervision items and early warnings: own consumer group, the due-time ticker
 
 

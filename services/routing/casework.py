@@ -152,6 +152,7 @@ class _Builder:
         reason_code: str | None = None,
         cause: str | None = None,
         callback: CallbackResult | None = None,
+        note: str | None = None,
     ) -> None:
         self.events.append(
             LifecycleChanged(
@@ -170,6 +171,7 @@ class _Builder:
                 action_id=self.action_id,
                 extension_days=extension_days,
                 reason_code=reason_code,
+                note=note,
                 satisfaction=callback.satisfaction if callback is not None else None,
                 resolved=callback.resolved if callback is not None else None,
             )
@@ -239,8 +241,11 @@ def act(
     claimed = action.at
     kind = action.action
     reason_code = action.reason_code.value if kind is ActionType.RETURN and action.reason_code else None
+    note = action.note if kind is ActionType.RESOLVE else None
     for t in decided.transitions:
-        build.transition(t, decided.case, department=action.department, claimed_at=claimed, reason_code=reason_code)
+        build.transition(
+            t, decided.case, department=action.department, claimed_at=claimed, reason_code=reason_code, note=note
+        )
     if kind in _EXTENSION_ACTIONS:
         # Not a move, but a fact the clock needs: the state stays, extension_days says how many were asked or granted.
         state = decided.case.effective_state

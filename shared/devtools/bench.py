@@ -31,7 +31,6 @@ from shared.devtools.infra.kafka_local import LocalKafka
 from shared.devtools.infra.ports import free_port
 from shared.devtools.infra.postgres_local import LocalPostgres
 from shared.devtools.traffic import TrafficGenerator
-from shared.domain import Channel
 from shared.kafka import ensure_topics
 from shared.migrate import migrate
 from shared.settings import Settings
@@ -67,7 +66,7 @@ async def _produce(bootstrap: str, items: list[tuple[str, bytes | None, bytes]])
 async def _baseline(bootstrap: str, topics: Topics, count: int) -> float:
     """Consume `count` records from the raw topics and republish them with acks=all, committing per batch."""
     consumer = AIOKafkaConsumer(
-        *[topics.intake(c) for c in Channel],
+        *topics.raw(),
         bootstrap_servers=bootstrap,
         group_id=f"{topics.prefix}baseline",
         auto_offset_reset="earliest",

@@ -37,6 +37,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log_level="warning",
         log_config=None,
         access_log=False,
+        # The socket's peer is the client: uvicorn would otherwise take X-Forwarded-For from 127.0.0.1 on its own
+        # say. The portal believes the header only from the proxies of PORTAL_TRUSTED_PROXIES (contract 10.1).
+        proxy_headers=False,
         timeout_graceful_shutdown=20,
     )
     return 0

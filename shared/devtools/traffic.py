@@ -135,7 +135,7 @@ class TrafficGenerator:
         return f"{prefix}{self.tag}{self.serial:07d}"
 
     def _good(self, now: datetime) -> RawMessage:
-        channel = self.rng.choices(list(Channel), weights=(6, 3, 1))[0]
+        channel = self.rng.choices((Channel.HOTLINE, Channel.COMPLAINT_LINE, Channel.SUPERVISOR), weights=(6, 3, 1))[0]
         label, subject, contents = self.rng.choice(TOPICS)
         content = self.rng.choice(contents)
         region = self.rng.choice(list(REGIONS))

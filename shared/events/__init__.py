@@ -8,6 +8,7 @@ from shared.events.dlq import DeadLetter
 from shared.events.received import ComplaintReceived, Contact, Enterprise
 from shared.events.sla import CaseState, LifecycleChanged, SlaEvent, SlaEventType, Stage
 from shared.events.supervision import Phenomenon, SupervisionChange, SupervisionChanged, SupervisionStatus
+from shared.events.survey import SurveyResponded
 
 __all__ = [
     "ActionType",
@@ -31,6 +32,7 @@ __all__ = [
     "SupervisionChange",
     "SupervisionChanged",
     "SupervisionStatus",
+    "SurveyResponded",
     "UtcDatetime",
     "WarningKind",
     "WarningRaised",

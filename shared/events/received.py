@@ -31,7 +31,7 @@ class ComplaintReceived(Event):
 
     event_type: Literal["complaint.received"] = "complaint.received"
     schema_version: Literal[1] = 1
-    channel: Channel = Field(description="hotline, complaint_line or supervisor.")
+    channel: Channel = Field(description="hotline, complaint_line, supervisor, portal, visit or survey.")
     source_id: str = Field(description="The source system's own id (工单编号, ticketId, report id).")
     received_at: UtcDatetime = Field(description="When the source received it (UTC).")
     kind: Kind = Field(description="consultation, request, complaint, report or suggestion.")

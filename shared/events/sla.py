@@ -83,6 +83,7 @@ class LifecycleChanged(Event):
         default=None, description="Working days of an extension requested or approved (cause *_extension)."
     )
     reason_code: str | None = Field(default=None, description="With `return`: the return's reason code.")
+    note: str | None = Field(default=None, description="With `resolve`: the reply the enterprise sees (contract 3.6).")
     satisfaction: Literal["satisfied", "basically_satisfied", "unsatisfied"] | None = Field(
         default=None, description="With `callback`: the enterprise's satisfaction (contract 3.4)."
     )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.devtools.catalog import available_services
-from shared.domain import Channel
+from shared.domain import RAW_CHANNELS
 from shared.settings import Settings
 from shared.topics import BASE_NAMES
 
@@ -42,7 +42,7 @@ def _endpoints(text: str) -> set[tuple[str, str]]:
 
 
 def _code_topics() -> set[str]:
-    return set(BASE_NAMES.values()) | {f"intake.{c.value}" for c in Channel}
+    return set(BASE_NAMES.values()) | {f"intake.{c.value}" for c in RAW_CHANNELS}
 
 
 def _served() -> dict[str, set[tuple[str, str]]]:

@@ -12,7 +12,7 @@ from shared.auth import KeyRing, KeysFileError, digest, new_key
 from shared.domain import Channel
 from shared.lag import lag_by_topic
 from shared.observability import JsonFormatter, mask_phone, mask_phones_in_text
-from shared.topics import BASE_NAMES, Topics
+from shared.topics import Topics
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,13 @@ def test_topic_prefix() -> None:
     assert topics.intake(Channel.HOTLINE) == "t1.intake.hotline"
     assert topics.channel_of("t1.intake.supervisor") is Channel.SUPERVISOR
     assert topics.channel_of("intake.supervisor") is None
-    assert len(topics.all()) == len(BASE_NAMES) >= 12
+    assert topics.intake(Channel.PORTAL) in topics.all()
+    assert topics.channel_of("t1.intake.visit") is Channel.VISIT
+    # Survey responses come over HTTP and go out on surveys.responses: there is no raw survey topic.
+    assert topics.channel_of("t1.intake.survey") is None
+    assert "t1.intake.survey" not in topics.all()
+    assert topics.survey_responses == "t1.surveys.responses"
+    assert len(topics.all()) == len(set(topics.all())) == 15
     assert all(t.startswith("t1.") for t in topics.all())
 
 
