@@ -4,7 +4,7 @@ HTTP. See docs/reporting.md.
 
 The table of contents: worker.py (the projection: consume, fold, roll up, one transaction per batch), http.py (the
 report endpoints), projections.py and repeats.py (the pure core), store.py (SQL); the rectification ledger in
-ledger.py (pure), ledger_store.py and ledger_http.py; the monthly bulletin page in bulletin.py.
+ledger.py (pure), ledger_store.py and ledger_http.py; the monthly bulletin: bulletin.py (pure) and bulletin_http.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from fastapi import APIRouter
 
+from services.reporting.bulletin_http import api as bulletin_api
 from services.reporting.http import api
 from services.reporting.ledger_http import api as ledger_api
 from services.reporting.worker import Projection, ReportingMetrics, subscribe
@@ -21,7 +22,7 @@ from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
 SERVICE: Final = "reporting"
-ROUTERS: Final[list[APIRouter]] = [api, ledger_api]
+ROUTERS: Final[list[APIRouter]] = [api, ledger_api, bulletin_api]
 """Every HTTP router the service serves."""
 
 
