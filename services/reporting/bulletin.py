@@ -7,6 +7,7 @@ another host (no fonts, scripts or styles from outside), so it reads the same of
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -305,6 +306,7 @@ def render_bulletin(data: BulletinData, category_names: Mapping[str, str] | None
 
 # --- filling the page from the read model (pure: the rows fetched by bulletin_http.py in, BulletinData out) ---
 
+_MONTH: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 MAX_OVERDUE: Final = 10
 """The bulletin lists at most this many overdue cases, most overdue first."""
 
@@ -322,9 +324,10 @@ class OverdueRow:
 
 def parse_month(text: str) -> tuple[date, date]:
     """`YYYY-MM` → its first and last local day; ValueError when it is not such a month (year 1970 to 9999)."""
-    if len(text) != 7 or text[4] != "-" or not (text[:4].isdigit() and text[5:].isdigit()):
+    found = _MONTH.fullmatch(text)
+    if found is None:
         raise ValueError(f"month must be YYYY-MM, not {text[:40]!r}")
-    year, month = int(text[:4]), int(text[5:])
+    year, month = int(found[1]), int(found[2])
     if not (1970 <= year <= 9999 and 1 <= month <= 12):
         raise ValueError(f"no such month: {text!r}")
     first = date(year, month, 1)

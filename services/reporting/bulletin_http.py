@@ -32,7 +32,8 @@ from shared.service import CallerDep
 
 api = APIRouter(tags=["reports"])
 
-_BULLETIN_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The page"},
     **ERRORS,
     422: {**ERRORS[422], "description": "`month` is not a month YYYY-MM"},
 }
@@ -42,8 +43,7 @@ _BULLETIN_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     "/v1/reports/bulletin",
     summary="The monthly bulletin (月度通报): one printable HTML page in Chinese, charts inline (SVG)",
     response_class=HTMLResponse,
-    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The page"}}
-    | _BULLETIN_ERRORS,
+    responses=_RESPONSES,
     openapi_extra={"x-scopes": READ_SCOPES},
 )
 async def get_bulletin(
