@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -26,6 +27,7 @@ from services.reporting.projections import (
     ZERO,
     CaseFigures,
     Counts,
+    Fact,
     StandingBreach,
     fold_case,
 )
@@ -38,11 +40,11 @@ AS_OF = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 OVERDUE = COUNTS.index("overdue_open")
 
 
-def _folded(facts: list[object]) -> dict[str, CaseFigures]:
-    by_case: dict[str, list[object]] = defaultdict(list)
+def _folded(facts: Sequence[Fact]) -> dict[str, CaseFigures]:
+    by_case: dict[str, list[Fact]] = defaultdict(list)
     for fact in facts:
         by_case[fact.complaint_id].append(fact)
-    return {cid: fold_case(cid, fs) for cid, fs in by_case.items()}  # type: ignore[arg-type]
+    return {cid: fold_case(cid, fs) for cid, fs in by_case.items()}
 
 
 def _sums(cases: dict[str, CaseFigures], first: date, last: date, dimension: str) -> dict[str, Counts]:
@@ -75,7 +77,7 @@ def _item(n: int, status: str, source: str = "2026 自治区营商环境评估�
     )  # fmt: skip
 
 
-def _bulletin_of(facts: list[object], **more: object) -> BulletinData:
+def _bulletin_of(facts: Sequence[Fact], **more: object) -> BulletinData:
     cases = _folded(facts)
     first, last = PERIOD
     before_first, before_last = previous_month(first)
@@ -173,9 +175,11 @@ def test_the_ledger_progress_48_items_33_closed() -> None:
     items += [_item(i, "open") for i in range(43, 48)]
     flags = [i < 2 for i in range(48)]
     ledger = _bulletin_of([], ledger_items=items, ledger_recurring=flags).ledger
+    assert ledger is not None
     assert (ledger.total, ledger.closed, ledger.completion_rate, ledger.recurring) == (48, 33, 0.6875, 2)
     assert dict(ledger.by_status) == {"open": 5, "in_progress": 10, "closed": 33}
     empty = _bulletin_of([]).ledger
+    assert empty is not None
     assert (empty.total, empty.completion_rate, dict(empty.by_status)) == (
         0,
         None,
