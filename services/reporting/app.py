@@ -2,11 +2,14 @@
 .assigned, .lifecycle, .sla) in any order, with rollups per day and group, and the reports of contract 7.1 over
 HTTP. See docs/reporting.md.
 
-The table of contents: worker.py (the projection: consume, fold, roll up, one transaction per batch), http.py (the
-report endpoints), projections.py and repeats.py (the pure core), store.py (SQL); the rectification ledger in
-ledger.py (pure), ledger_store.py and ledger_http.py; the monthly bulletin page in bulletin.py; supervision items and
-early warnings (docs/supervision.md) in supervision.py and warnings.py (pure), watch.py (their consumer and ticker),
-supervision_store.py, warning_store.py, supervision_http.py and warnings_http.py.
+The table of contents:
+- worker.py: the projection (consume, fold, roll up, one transaction per batch); projections.py and repeats.py its
+  pure core; store.py its SQL; http.py the report endpoints (7.1 summary as JSON, CSV, XLSX; repeats).
+- ledger.py (pure), ledger_store.py, ledger_http.py: the rectification ledger (8).
+- bulletin.py (pure), bulletin_http.py: the monthly bulletin page.
+- supervision.py and warnings.py (pure), watch.py (their consumer and ticker), supervision_store.py,
+  warning_store.py, supervision_http.py, warnings_http.py: supervision items and early warnings (10.3, 10.4).
+- surveys.py (pure), surveys_http.py: survey scores and their report (10.2).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Final
 
 from fastapi import APIRouter
 
+from services.reporting.bulletin_http import api as bulletin_api
 from services.reporting.http import api
 from services.reporting.ledger_http import api as ledger_api
 from services.reporting.supervision_http import api as supervision_api
@@ -28,7 +32,7 @@ from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
 SERVICE: Final = "reporting"
-ROUTERS: Final[list[APIRouter]] = [api, ledger_api, supervision_api, warnings_api, surveys_api]
+ROUTERS: Final[list[APIRouter]] = [api, ledger_api, supervision_api, warnings_api, surveys_api, bulletin_api]
 """Every HTTP router the service serves."""
 
 

@@ -7,13 +7,18 @@ another host (no fonts, scripts or styles from outside), so it reads the same of
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from html import escape
 from typing import Any, Final
 
+from services.reporting.ledger import ItemStatus, LedgerItem, completion
+from services.reporting.projections import TOTAL_KEY, TOTAL_NAME, Counts, figures, group_name, summary
+from services.reporting.repeats import RepeatCase, find_repeats
 from shared.domain import LOCAL_TZ
+from shared.observability import mask_phones_in_text
 
 Row = Mapping[str, Any]
 
@@ -297,3 +302,85 @@ def render_bulletin(data: BulletinData, category_names: Mapping[str, str] | None
 排名依次比较按时办结率、办结率、满意率和超期在办件数。</footer>
 </body></html>
 """
+
+
+# --- filling the page from the read model (pure: the rows fetched by bulletin_http.py in, BulletinData out) ---
+
+_MONTH: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
+MAX_OVERDUE: Final = 10
+"""The bulletin lists at most this many overdue cases, most overdue first."""
+
+
+@dataclass(frozen=True)
+class OverdueRow:
+    """An overdue open case as the case table keeps it (migration 003)."""
+
+    complaint_id: str
+    title: str | None
+    department: str | None
+    stage: str
+    due_at: datetime
+
+
+def parse_month(text: str) -> tuple[date, date]:
+    """`YYYY-MM` → its first and last local day; ValueError when it is not such a month (year 1970 to 9999)."""
+    found = _MONTH.fullmatch(text)
+    if found is None:
+        raise ValueError(f"month must be YYYY-MM, not {text[:40]!r}")
+    year, month = int(found[1]), int(found[2])
+    if not (1970 <= year <= 9999 and 1 <= month <= 12):
+        raise ValueError(f"no such month: {text!r}")
+    first = date(year, month, 1)
+    following = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+    return first, following - timedelta(days=1)
+
+
+def previous_month(first: date) -> tuple[date, date]:
+    """The month before the one starting on `first`: its first and last day."""
+    last = first - timedelta(days=1)
+    return last.replace(day=1), last
+
+
+def _masked(text: str | None) -> str | None:
+    return None if text is None else mask_phones_in_text(text)
+
+
+def build_bulletin(
+    month: str,
+    as_of: datetime,
+    *,
+    groups: Mapping[str, Counts],
+    total: Counts,
+    previous_total: Counts,
+    overdue: Sequence[OverdueRow],
+    repeat_cases: Sequence[RepeatCase],
+    ledger_items: Sequence[LedgerItem],
+    ledger_recurring: Sequence[bool],
+) -> BulletinData:
+    """One month's bulletin from what the read model holds: the month's rollup sums by department and in total,
+    the previous month's total (no case then: None), the overdue cases (most overdue first; at most MAX_OVERDUE
+    kept), the cases behind the repeats, and the ledger's items with their `recurring` flags. Free text that
+    enterprises wrote (titles, enterprise names) goes out with every phone number masked."""
+    first, last = parse_month(month)
+    answer = summary("department", groups, total, start=first, end=last, as_of=as_of)
+    before = {"key": TOTAL_KEY, "name": TOTAL_NAME, **figures(previous_total)} if any(previous_total) else None
+    worst = sorted(overdue, key=lambda o: (o.due_at, o.complaint_id))[:MAX_OVERDUE]
+    cases = [
+        OverdueCase(
+            o.complaint_id,
+            o.department or "unassigned",
+            group_name("department", o.department or "unassigned"),
+            o.stage,
+            o.due_at,
+            _masked(o.title) or "（无标题）",
+        )
+        for o in worst
+    ]
+    repeats = []
+    for found in find_repeats(repeat_cases, first, last):
+        enterprise = found["enterprise"]
+        repeats.append({**found, "enterprise": {**enterprise, "name": _masked(enterprise["name"])}})
+    ledger_total, closed, rate = completion(ledger_items)
+    by_status = {s.value: sum(1 for i in ledger_items if i.status is s) for s in ItemStatus}
+    ledger = LedgerProgress(ledger_total, closed, rate, by_status, sum(1 for f in ledger_recurring if f))
+    return BulletinData(month, as_of, answer["total"], before, answer["groups"], cases, repeats, ledger)

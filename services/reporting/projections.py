@@ -128,6 +128,7 @@ class CaseProfile:
     enterprise_key: str | None = None
     enterprise_name: str | None = None
     uscc: str | None = None
+    title: str | None = None
 
     @property
     def day(self) -> date | None:
@@ -135,9 +136,19 @@ class CaseProfile:
 
 
 @dataclass(frozen=True)
+class StandingBreach:
+    """An open case's overdue stage, as the bulletin lists it: the breach that still stands with the earliest due."""
+
+    stage: str
+    round: int
+    due_at: datetime
+
+
+@dataclass(frozen=True)
 class CaseFigures:
     profile: CaseProfile
     contribution: Contribution
+    overdue: StandingBreach | None = None  # set when the case counts as overdue_open
 
 
 # --- folding one case --------------------------------------------------------------------------------------
@@ -249,6 +260,7 @@ def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
         ent_key,
         ent_name,
         uscc,
+        first.title,
     )
 
     def by_cause(cause: str) -> list[LifecycleChanged]:
@@ -335,7 +347,8 @@ def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
         key = ("department", lead)
         dept_rows[key] = _add(dept_rows.get(key, ZERO), counts)
     rows.update(dept_rows)
-    return CaseFigures(profile, Contribution(profile.day, rows))
+    standing = None if resolved else standing_breach(deadlines, assignments, lifecycle)
+    return CaseFigures(profile, Contribution(profile.day, rows), standing)
 
 
 def _stage_on_time(slot: _Deadline | None, done: Sequence[LifecycleChanged], lead: str) -> bool:
@@ -361,20 +374,32 @@ def _overdue(
     lifecycle: Sequence[LifecycleChanged],
 ) -> bool:
     """A breach that still stands (no later `met`) on a stage of the case's current round that is not done yet."""
+    return standing_breach(deadlines, assignments, lifecycle) is not None
+
+
+def standing_breach(
+    deadlines: Mapping[tuple[Stage, int], _Deadline],
+    assignments: Sequence[ComplaintAssigned],
+    lifecycle: Sequence[LifecycleChanged],
+) -> StandingBreach | None:
+    """Of the breaches that still stand (see `_overdue`), the one with the earliest due (then stage, round): the
+    case's overdue stage. A function of the facts only, so any order of them gives the same answer."""
     current = assignments[-1].round if assignments else None
     resolve_windows = [r for (s, r) in deadlines if s is Stage.RESOLVE]
     window = max(resolve_windows) if resolve_windows else None
     done = {(e.cause, e.round) for e in lifecycle}
+    standing: list[StandingBreach] = []
     for (stage, r), slot in deadlines.items():
         if slot.final_word is not SlaEventType.BREACHED:
             continue
-        if stage is Stage.ACCEPT and r == current and ("accept", r) not in done:
-            return True
-        if stage is Stage.FIRST_CONTACT and r == current and ("contact", r) not in done:
-            return True
-        if stage is Stage.RESOLVE and r == window:
-            return True
-    return False
+        if (
+            (stage is Stage.ACCEPT and r == current and ("accept", r) not in done)
+            or (stage is Stage.FIRST_CONTACT and r == current and ("contact", r) not in done)
+            or (stage is Stage.RESOLVE and r == window)
+        ):
+            word = max(slot.words, key=_sla_order)
+            standing.append(StandingBreach(stage.value, r, word.due_at))
+    return min(standing, key=lambda b: (b.due_at, b.stage, b.round), default=None)
 
 
 # --- rollups -----------------------------------------------------------------------------------------------
@@ -499,6 +524,7 @@ __all__ = [
     "Contribution",
     "Counts",
     "Fact",
+    "StandingBreach",
     "fold_case",
     "merge_deltas",
     "rollup_delta",

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from services.reporting.bulletin import OverdueRow
 from services.reporting.projections import COUNTS, CaseFigures, Contribution, Counts
 from services.reporting.repeats import RepeatCase
 
@@ -26,14 +27,17 @@ SELECT complaint_id, contribution FROM cases WHERE complaint_id = ANY($1::text[]
 """
 SQL_SAVE_CASES = """
 INSERT INTO cases (complaint_id, received_at, received_day, channel, region_code, category, department,
-                   enterprise_key, enterprise_name, uscc, contribution, updated_at)
+                   enterprise_key, enterprise_name, uscc, contribution, updated_at,
+                   title, overdue_stage, overdue_due_at)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::date[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::timestamptz[])
+                     $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::timestamptz[],
+                     $13::text[], $14::text[], $15::timestamptz[])
 ON CONFLICT (complaint_id) DO UPDATE SET
     received_at = EXCLUDED.received_at, received_day = EXCLUDED.received_day, channel = EXCLUDED.channel,
     region_code = EXCLUDED.region_code, category = EXCLUDED.category, department = EXCLUDED.department,
     enterprise_key = EXCLUDED.enterprise_key, enterprise_name = EXCLUDED.enterprise_name, uscc = EXCLUDED.uscc,
-    contribution = EXCLUDED.contribution, updated_at = EXCLUDED.updated_at
+    contribution = EXCLUDED.contribution, updated_at = EXCLUDED.updated_at,
+    title = EXCLUDED.title, overdue_stage = EXCLUDED.overdue_stage, overdue_due_at = EXCLUDED.overdue_due_at
 """
 _COLS = ", ".join(COUNTS)
 _ARRAYS = ", ".join(f"${i + 4}::integer[]" for i in range(len(COUNTS)))
@@ -58,6 +62,13 @@ WHERE enterprise_key IS NOT NULL AND received_day BETWEEN $1 AND $2
   )
 """
 SQL_LATEST_FACT = "SELECT max(occurred_at) FROM facts"
+SQL_OVERDUE_CASES = """
+SELECT complaint_id, title, department, overdue_stage, overdue_due_at
+FROM cases
+WHERE overdue_due_at IS NOT NULL AND received_day <= $1
+ORDER BY overdue_due_at, complaint_id
+LIMIT $2
+"""
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,9 @@ async def save_cases(conn: asyncpg.Connection[Any], cases: Sequence[CaseFigures]
         [x.uscc for x in p],
         [json.dumps(c.contribution.to_json(), ensure_ascii=False) for c in cases],
         [now] * len(cases),
+        [x.title for x in p],
+        [c.overdue.stage if c.overdue else None for c in cases],
+        [c.overdue.due_at if c.overdue else None for c in cases],
     )
 
 
@@ -139,6 +153,15 @@ async def repeat_cases(conn: asyncpg.Connection[Any], start: date, end: date, lo
         RepeatCase(
             r["complaint_id"], r["received_at"], r["enterprise_key"], r["enterprise_name"], r["uscc"], r["category"]
         )
+        for r in rows
+    ]
+
+
+async def overdue_cases(conn: asyncpg.Connection[Any], received_by: date, limit: int) -> list[OverdueRow]:
+    """Open cases received on or before `received_by` (local day) whose breach still stands, most overdue first."""
+    rows = await conn.fetch(SQL_OVERDUE_CASES, received_by, limit)
+    return [
+        OverdueRow(r["complaint_id"], r["title"], r["department"], r["overdue_stage"], r["overdue_due_at"])
         for r in rows
     ]
 
