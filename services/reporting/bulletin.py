@@ -280,7 +280,11 @@ def render_bulletin(data: BulletinData, category_names: Mapping[str, str] | None
     year, month = data.month.split("-")
     ranked = rank_departments(data.departments)
     as_of_local = data.as_of.astimezone(LOCAL_TZ)
-    extra = "".join(f"<section><h2>{escape(h)}</h2>{body}</section>" for h, body in data.extra_sections)
+    numerals = "六七八九十"
+    extra = "".join(
+        f"<section><h2>{numerals[i] if i < len(numerals) else i + 6}、{escape(h)}</h2>{body}</section>"
+        for i, (h, body) in enumerate(data.extra_sections)
+    )
     return f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

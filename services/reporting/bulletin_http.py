@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any, Final
 
@@ -25,6 +26,7 @@ from services.reporting.bulletin import (
 from services.reporting.http import ERRORS, READ_SCOPES, _ctx, _invalid, _may_read, _observe, _unavailable
 from services.reporting.ledger import previous_years, recurring_flags
 from services.reporting.projections import CATEGORY_NAMES, TOTAL_DIMENSION, TOTAL_KEY, ZERO
+from services.reporting.watch import bulletin_sections
 from shared.auth import Principal
 from shared.db import is_transient
 from shared.domain import LOCAL_TZ
@@ -76,6 +78,7 @@ async def get_bulletin(
             repeat_cases = await store.repeat_cases(conn, first, last, look_back)
             items = await ledger_store.list_items(conn)
             flags = recurring_flags(items, await ledger_store.items_of_years(conn, previous_years(items)))
+            sections = await bulletin_sections(conn, first, last, as_of)
     except Exception as exc:
         if is_transient(exc):
             raise _unavailable() from exc
@@ -91,6 +94,6 @@ async def get_bulletin(
         ledger_items=items,
         ledger_recurring=flags,
     )
-    page = render_bulletin(data, CATEGORY_NAMES)
+    page = render_bulletin(replace(data, extra_sections=tuple(sections)), CATEGORY_NAMES)
     _observe(request, "bulletin", started)
     return HTMLResponse(page)

@@ -134,6 +134,8 @@ async def test_the_served_bulletin_shows_the_month(env: Env) -> None:
 
             # The figures of the month.
             assert "企业诉求办理情况月度通报" in page
+            assert "六、督查事项" in page  # supervision items by phenomenon and status (10.3)
+            assert "七、风险预警（防未病）" in page  # the month's early warnings (10.4)
             assert "2026年11月" in page
             assert "本月受理企业诉求 <b>22</b> 件" in page
             assert "超期未办结 <b>4</b> 件" in page
