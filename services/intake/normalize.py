@@ -198,6 +198,8 @@ def _required_text(obj: Mapping[str, Any], key: str, flags: _Flags, *, path: str
 
 
 def _source_id(obj: Mapping[str, Any], key: str, flags: _Flags, *, path: str = "") -> str:
+    if isinstance(obj.get(key), int | float | bool):  # an id is text: 123 and "123" must not be two spellings
+        raise _Invalid("invalid_field", f"field {path}{key} must be a string, got {_json_type(obj.get(key))}")
     value = _required_text(obj, key, flags, path=path)
     if not _SOURCE_ID.match(value):
         raise _Invalid(
