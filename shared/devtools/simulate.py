@@ -196,8 +196,28 @@ class _StatusHandler(logging.Handler):
         self.status.print(self.format(record))
 
 
+def _no_broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    import socket
+
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        with (
+            contextlib.suppress(OSError, ValueError),
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout_s),
+        ):
+            return False
+    return True
+
+
 def run_simulate_cli(args: argparse.Namespace) -> int:
     settings = Settings()
+    if _no_broker_answers(settings.kafka_bootstrap_servers):
+        print(
+            f"error: no Kafka broker answers at {settings.kafka_bootstrap_servers}: start the system first "
+            "(`make run`), or set KAFKA_BOOTSTRAP_SERVERS to a running broker",
+            file=sys.stderr,
+        )
+        return 2
     keys: dict[str, str] = {}
     for item in getattr(args, "channel_key", None) or []:
         name, _, key = item.partition("=")
@@ -269,6 +289,6 @@ async def simulate_with_departments(
         if task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 8.0)
-        if sim is not None:
+        if sim is not None and sim.stats.sent:
             say(sim.stats.line())
     return stats

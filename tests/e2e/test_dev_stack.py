@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -144,6 +147,15 @@ def wait_all_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.
 
 
 @pytest.fixture
+def data() -> Iterator[Path]:
+    """A data directory outside pytest's tmp root: PostgreSQL runs as its own user, and pytest sessions running
+    beside this one make that root private (0700) again."""
+    path = Path(tempfile.mkdtemp(prefix="dev-stack-"))
+    yield path / "run"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def stacks() -> Iterator[list[Dev]]:
     """Every stack a test starts is killed at the end, whatever happened."""
     started: list[Dev] = []
@@ -166,9 +178,8 @@ def good_hotline_body() -> bytes:
 
 
 def test_a_second_stack_on_the_same_directory_is_refused_and_a_stack_without_broker_stops(
-    tmp_path: Path, stacks: list[Dev]
+    data: Path, stacks: list[Dev]
 ) -> None:
-    data = tmp_path / "run"
     first = start_dev(data)
     stacks.append(first)
     first.wait_running()
@@ -216,9 +227,8 @@ def test_a_second_stack_on_the_same_directory_is_refused_and_a_stack_without_bro
 
 
 def test_keys_persist_across_runs_new_keys_replaces_them_and_kill_9_leaves_nothing(
-    tmp_path: Path, stacks: list[Dev]
+    data: Path, stacks: list[Dev]
 ) -> None:
-    data = tmp_path / "run"
     first = start_dev(data)
     stacks.append(first)
     first.wait_running()
@@ -254,3 +264,46 @@ def test_keys_persist_across_runs_new_keys_replaces_them_and_kill_9_leaves_nothi
     assert httpx.get(rules, headers={"Authorization": f"Bearer {new['admin']}"}, timeout=10).status_code == 200
     renewed.proc.send_signal(signal.SIGTERM)
     assert renewed.proc.wait(STOP_WITHIN_S) == 0
+
+
+def simulate(bootstrap: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.devtools.cli", "simulate", "--rate", "5", "--count", "10"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_simulate_with_no_broker_says_so_in_one_line() -> None:
+    nobody = free_port()  # free: nothing listens there
+    proc = simulate(f"127.0.0.1:{nobody}")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
+        f"error: no Kafka broker answers at 127.0.0.1:{nobody}: start the system first (`make run`), "
+        "or set KAFKA_BOOTSTRAP_SERVERS to a running broker"
+    ]
+
+
+def test_simulate_stops_on_sigterm_while_the_broker_does_not_answer() -> None:
+    # A broker that accepts connections and never answers: the simulator is stuck in its first request.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(60)
+        proc = simulate(f"127.0.0.1:{server.getsockname()[1]}")
+        held = []
+        try:
+            held.append(server.accept()[0])  # the probe
+            held.append(server.accept()[0])  # the Kafka client, now waiting for an answer
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=STOP_WITHIN_S)
+        finally:
+            proc.kill()
+            for conn in held:
+                conn.close()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
