@@ -35,7 +35,7 @@ from shared.auth import digest, new_key
 from shared.devtools.catalog import available_services
 from shared.devtools.infra.kafka_local import InfraError, LocalKafka
 from shared.devtools.infra.lock import DirectoryBusyError, DirectoryLock
-from shared.devtools.infra.ports import die_with_parent, wait_for_port
+from shared.devtools.infra.ports import die_with_parent, port_is_free, wait_for_port
 from shared.devtools.infra.postgres_local import LocalPostgres
 from shared.devtools.status import StatusLine
 from shared.domain import DEPARTMENTS, Channel
@@ -308,6 +308,16 @@ class DevStack:
 
     def _start(self) -> tuple[list[str], DevKeys | None]:
         env = self.env
+        taken = [
+            f"{self.args.port_base + OFFSETS[n]} ({n})"
+            for n in available_services()
+            if not port_is_free(self.args.port_base + OFFSETS[n])
+        ]
+        if taken:
+            raise InfraError(
+                f"port {', '.join(taken)} is taken by another program: give the services other ports, e.g. "
+                f'`--port-base 9080` (`make run ARGS="--port-base 9080"`)'
+            )
         if "KAFKA_BOOTSTRAP_SERVERS" not in env:
             self.say("starting Apache Kafka (KRaft) …")
             self.kafka = LocalKafka(port=self.args.kafka_port, data_dir=self.data_dir / "kafka", keep_data=True)
