@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from shared.devtools.infra.ports import free_port
@@ -89,10 +88,9 @@ class Dev:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.port_base + {'intake': 1, 'routing': 2, 'sla': 3}[service]}"
 
-    def family(self) -> list[psutil.Process]:
-        """The dev process and every process under it."""
-        me = psutil.Process(self.proc.pid)
-        return [me, *me.children(recursive=True)]
+    def family(self) -> list[int]:
+        """The dev process and every process under it (from /proc)."""
+        return [self.proc.pid, *descendants(self.proc.pid)]
 
 
 def start_dev(data_dir: Path, *extra: str, port_base: int | None = None) -> Dev:
@@ -127,22 +125,46 @@ def start_dev(data_dir: Path, *extra: str, port_base: int | None = None) -> Dev:
     return dev
 
 
-def gone(procs: list[psutil.Process]) -> list[psutil.Process]:
-    """Those still alive (a zombie counts as gone: it holds nothing)."""
-    alive = []
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-    return alive
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, None when there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
 
 
-def wait_all_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+def descendants(pid: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = st[1]
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those still running (a zombie counts as gone: it holds nothing)."""
+    return [p for p in pids if (st := _stat(p)) is not None and st[0] != "Z"]
+
+
+def wait_all_gone(pids: list[int], timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    left = gone(procs)
+    left = alive(pids)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = gone(procs)
+        left = alive(pids)
     return left
 
 
@@ -161,10 +183,9 @@ def stacks() -> Iterator[list[Dev]]:
     started: list[Dev] = []
     yield started
     for dev in started:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for p in reversed(dev.family()):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.kill()
+        for pid in reversed(dev.family()):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             dev.proc.wait(10)
 
@@ -183,7 +204,7 @@ def test_a_second_stack_on_the_same_directory_is_refused_and_a_stack_without_bro
     first = start_dev(data)
     stacks.append(first)
     first.wait_running()
-    broker = next(p for p in first.family() if p.name() == "java")
+    broker = next(p for p in first.family() if comm(p) == "java")
 
     second = start_dev(data)
     stacks.append(second)
@@ -194,7 +215,7 @@ def test_a_second_stack_on_the_same_directory_is_refused_and_a_stack_without_bro
         assert hint in said
 
     # The first goes on serving: its broker is the same process, and a complaint posted now becomes a case.
-    assert broker.is_running()
+    assert alive([broker]) == [broker]
     assert first.proc.poll() is None
     keys = first.keys
     posted = httpx.post(
@@ -218,7 +239,7 @@ def test_a_second_stack_on_the_same_directory_is_refused_and_a_stack_without_bro
 
     # Now its broker dies: the stack says so once, and SIGTERM still stops everything, leaving no process.
     family = first.family()
-    broker.kill()
+    os.kill(broker, signal.SIGKILL)
     first.wait_for(lambda line: line.startswith("Kafka at") and "is gone" in line, 30)
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(STOP_WITHIN_S) == 0
