@@ -18,8 +18,11 @@ kafka-jars: install system-deps
 	$(BIN)/python -m shared.devtools.infra.kafka_local fetch
 
 ## The whole system with realistic simulated traffic (own Kafka and PostgreSQL unless configured).
+## More options through ARGS, e.g. a second stack beside the first:
+##   make run ARGS="--data-dir .run2 --port-base 9080 --kafka-port 9192"
+ARGS ?=
 run: install kafka-jars
-	$(BIN)/complaints dev --simulate 20
+	$(BIN)/complaints dev --simulate 20 $(ARGS)
 
 ## Debian packages the tests use (Java, Maven, Prometheus, Chromium, CJK fonts), installed only when missing.
 system-deps:

@@ -9,6 +9,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,17 +58,77 @@ class JsonFormatter(logging.Formatter):
         return mask_phones_in_text(json.dumps(entry, ensure_ascii=False, default=str))
 
 
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+def _text_value(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if text == "" or any(c.isspace() or c in '"=' for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
 class MaskingTextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value …`: the extra fields shown after the message (quoted when they hold
+    spaces), every phone number in the line masked."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return mask_phones_in_text(super().format(record))
+        line = super().format(record)
+        extras = [
+            f"{key}={_text_value(value)}"
+            for key, value in record.__dict__.items()
+            if key not in _RECORD_FIELDS and not key.startswith("_")
+        ]
+        if extras:
+            head, sep, tail = line.partition("\n")  # a traceback stays below the fields
+            line = f"{head} {' '.join(extras)}{sep}{tail}"
+        return mask_phones_in_text(line)
+
+
+class RepeatFilter(logging.Filter):
+    """At most one record per `interval_s` for each (logger, message template) that reports a fault: a record
+    with an `error` field, or any warning or error of the Kafka client (which logs once per connection
+    attempt). The next one shown after a quiet spell says how many were held back (`repeated=N`). Records
+    about data (a dead letter, a fact not applied) are each about another message and always pass."""
+
+    CLIENT_LOGGERS = ("aiokafka", "kafka")
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s, self.clock = interval_s, clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], int] = {}
+
+    def _limited(self, record: logging.LogRecord) -> bool:
+        if "error" in record.__dict__:
+            return True
+        return record.levelno >= logging.WARNING and record.name.split(".")[0] in self.CLIENT_LOGGERS
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._limited(record):
+            return True
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.repeated = held
+        if len(self._last) > 1000:  # bounded: templates are few, but never grow without end
+            self._last = {k: t for k, t in self._last.items() if now - t < self.interval_s}
+        return True
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Configure the root logger once per process (idempotent)."""
+    """Configure the root logger once per process (idempotent). Faults that repeat are shown once per 10 s."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else MaskingTextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -211,8 +211,11 @@ def _required_text(obj: Mapping[str, Any], key: str, flags: _Flags, *, path: str
 
 
 def _source_id(obj: Mapping[str, Any], key: str, flags: _Flags, *, path: str = "") -> str:
-    """An id is never cleaned: `A\\u0000` cleaned to `A` would merge two work orders into one complaint."""
+    """An id is never cleaned: `A\\u0000` cleaned to `A` would merge two work orders into one complaint; and an id is
+    text: 123 and "123" must not be two spellings of one work order."""
     raw = obj.get(key)
+    if isinstance(raw, int | float | bool):
+        raise _Invalid("invalid_field", f"field {path}{key} must be a string, got {_json_type(raw)}")
     if isinstance(raw, str) and (problem := identifier_problem(raw)) is not None:
         raise _Invalid("invalid_field", f"field {path}{key} {problem}: an id must not contain control characters")
     value = _required_text(obj, key, flags, path=path)

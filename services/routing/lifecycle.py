@@ -30,9 +30,11 @@ with 409):
     returned     (waiting for routing)   assign_case → assigned, or triage
     triage       uphold_return / overturn_return / reassign = with `assign_to`; assign_case → assigned
 
-Order of checks, so that a refusal names the most basic problem: a fact for another case → 422; a case
-no department can act on (received, returned, reopened: waiting for routing; resolved: waiting for the
-callback; closed: terminal) → 409 for anyone; the actor's permission → 403; the state table → 409;
+Order of checks, so that a refusal names the most basic problem: a fact for another case → 422; a
+department with no part in the case (not its lead, an assisting department, one that returned it, the
+bureau or the desk) → 403 whatever the state, which it must not learn; a case no department can act on
+(received, returned, reopened: waiting for routing; resolved: waiting for the callback; closed: terminal)
+→ 409 for any party; the actor's permission → 403; the state table → 409;
 missing fields → 422; then the conditions of the action (an extension already asked for this round, none
 pending, no return to decide) → 409.
 
@@ -103,11 +105,11 @@ ALLOWED_STATES: Final[Mapping[ActionType, frozenset[CaseState]]] = {
 """The states in which each action may be taken (the table in the module docstring)."""
 
 _WAITING: Final[Mapping[CaseState, str]] = {
-    _S.RECEIVED: "it is waiting to be routed",
-    _S.RETURNED: "it was returned and is waiting to be routed again",
-    _S.REOPENED: "it was reopened and is waiting to be assigned again",
-    _S.RESOLVED: "it is resolved and waiting for the callback visit",
-    _S.CLOSED: "it is closed",
+    _S.RECEIVED: "is waiting to be routed",
+    _S.RETURNED: "was returned and is waiting to be routed again",
+    _S.REOPENED: "was reopened and is waiting to be assigned again",
+    _S.RESOLVED: "is resolved and waiting for the callback visit",
+    _S.CLOSED: "is closed",
 }
 _ASSIGNABLE: Final = frozenset({_S.RECEIVED, _S.RETURNED, _S.REOPENED, _S.TRIAGE})
 _HELD: Final = frozenset({_S.ASSIGNED, _S.ACCEPTED, _S.IN_PROGRESS, _S.PAUSED, _S.RESOLVED, _S.CLOSED, _S.TRIAGE})
@@ -300,6 +302,15 @@ def assign_case(case: CaseSnapshot, placement: Placement) -> Decision:
 # --- department actions ----------------------------------------------------------------------------------
 
 
+def _party_to(case: CaseSnapshot, department: str) -> bool:
+    """Whether `department` has a part in the case: it leads, assists, returned it, or is the bureau or the desk."""
+    return (
+        department in (case.lead_department, SUPERVISOR, TRIAGE)
+        or department in case.assisting_departments
+        or department in case.returned_by
+    )
+
+
 def _permission(case: CaseSnapshot, action: DepartmentAction) -> Refused | None:
     actor, kind = action.department, action.action
     if kind in _SUPERVISOR_ONLY:
@@ -340,6 +351,9 @@ def decide_action(case: CaseSnapshot, action: DepartmentAction) -> Decision:
         return Refused(422, f"action {action.action_id} is for case {action.complaint_id}, not {case.complaint_id}")
     kind = action.action
     state = case.effective_state
+    if not _party_to(case, action.department):
+        # Before any state: a department with no part in the case learns no more than a GET tells it (403).
+        return Refused(403, f"{_name(action.department)} does not hold case {case.complaint_id}")
     if state in _WAITING:
         return Refused(409, f"{kind.value} refused: case {case.complaint_id} {_WAITING[state]}")
     refused = _permission(case, action) or (

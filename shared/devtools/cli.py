@@ -116,8 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="the whole system on this machine (own Kafka and PostgreSQL unless told)")
     dev.add_argument("--simulate", type=float, default=0.0, metavar="N", help="feed N complaints a second")
     dev.add_argument("--kafka-port", type=int, default=9092)
-    dev.add_argument("--port-base", type=int, default=8080, help="services listen on N+1 … N+4")
-    dev.add_argument("--data-dir", type=Path, default=None, help="keep Kafka and PostgreSQL data here")
+    dev.add_argument("--port-base", type=int, default=8080, help="services listen on N+1 … N+4 (default 8080)")
+    dev.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep Kafka, PostgreSQL and the keys here (default .run); one stack each",
+    )
+    dev.add_argument("--new-keys", action="store_true", help="replace the keys kept in the data directory")
     dev.set_defaults(func=_cmd_dev)
 
     run = sub.add_parser("run", help="run one service")

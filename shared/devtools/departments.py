@@ -15,7 +15,6 @@ best effort, as a stand-in may be: what is scheduled when it stops, or cannot be
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -34,6 +33,7 @@ from pydantic import ValidationError
 from services.routing.lifecycle import SUPERVISOR
 from services.routing.rules import TRIAGE
 from shared.clock import Clock, system_clock
+from shared.devtools.stopping import Stopped, close_soon, until_stopped
 from shared.events import (
     ActionType,
     CallbackResult,
@@ -260,15 +260,15 @@ class DepartmentSimulator:
             **security_kwargs(self.settings),
         )
         producer = make_producer(self.settings, client_id="complaints-department-simulator")
-        await consumer.start()
-        await producer.start()
         pending: list[asyncio.Future[object]] = []
         try:
+            await until_stopped(consumer.start(), stop)
+            await until_stopped(producer.start(), stop)
             while not stop.is_set():
                 wait_ms = 200
                 if self._queue:
                     wait_ms = max(0, min(wait_ms, int((self._queue[0][0] - time.monotonic()) * 1000)))
-                batch = await consumer.getmany(timeout_ms=wait_ms, max_records=1000)
+                batch = await until_stopped(consumer.getmany(timeout_ms=wait_ms, max_records=1000), stop)
                 for records in batch.values():
                     for record in records:
                         if record.value is not None:
@@ -281,7 +281,9 @@ class DepartmentSimulator:
                     else:
                         topic, kind = self.topics.callbacks, f"callback_{message.satisfaction}"
                     try:
-                        sent = await producer.send(topic, message.to_json_bytes(), key=message.complaint_id.encode())
+                        sent = await until_stopped(
+                            producer.send(topic, message.to_json_bytes(), key=message.complaint_id.encode()), stop
+                        )
                     except KafkaError as exc:  # a simulator drops what it cannot send, and says so
                         self.stats.sent["failed"] += 1
                         log.warning("simulator could not send", extra={"topic": topic, "error": repr(exc)[:300]})
@@ -289,14 +291,16 @@ class DepartmentSimulator:
                     pending.append(sent)
                     self.stats.sent[kind] += 1
                 if pending:
-                    for result in await asyncio.gather(*pending, return_exceptions=True):
+                    for result in await until_stopped(asyncio.gather(*pending, return_exceptions=True), stop):
                         if isinstance(result, BaseException):
                             self.stats.sent["failed"] += 1
                             log.warning("simulator message not delivered", extra={"error": repr(result)[:300]})
                     pending.clear()
+        except Stopped:
+            pass
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*pending)
-            await producer.stop()
-            await consumer.stop()
+            # Bounded: with the broker gone, flushing and leaving the group would wait for a long time.
+            await close_soon(asyncio.gather(*pending, return_exceptions=True))
+            await close_soon(producer.stop())
+            await close_soon(consumer.stop())
             log.info("department simulator stopped", extra={"stats": self.stats.line()})

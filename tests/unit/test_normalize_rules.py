@@ -203,6 +203,7 @@ def test_unknown_optional_values_are_flagged() -> None:
         (hotline(sqnr="   "), "missing_field", "sqnr"),
         (hotline(sqnr=123.5), "invalid_field", "sqnr"),
         (hotline(gdbh="has space"), "invalid_field", "gdbh"),
+        (hotline(gdbh=123), "invalid_field", "gdbh"),
         (hotline(gdbh="x" * 65), "invalid_field", "gdbh"),
         (hotline(ssqy=["开鲁县"]), "invalid_field", "ssqy"),
         (hotline(ldsj=20261126), "invalid_field", "ldsj"),

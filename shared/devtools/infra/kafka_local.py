@@ -89,6 +89,8 @@ class LocalKafka:
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     controller_port: int = field(default=0, init=False)
     _own_dir: bool = field(default=False, init=False)
+    _out_from: int = field(default=0, init=False)
+    """Where this run's output starts in `server.out` (kept across runs): readiness reads only this run's."""
 
     @property
     def bootstrap(self) -> str:
@@ -159,7 +161,9 @@ class LocalKafka:
             )
             if fmt.returncode != 0:
                 raise InfraError(f"formatting Kafka's log directory failed:\n{fmt.stdout}\n{fmt.stderr}")
-        out = (self.data_dir / "server.out").open("ab")
+        out_path = self.data_dir / "server.out"
+        self._out_from = out_path.stat().st_size if out_path.exists() else 0
+        out = out_path.open("ab")
         self.process = subprocess.Popen(
             [*base, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "kafka.Kafka", str(config)],
             stdout=out,
@@ -170,7 +174,7 @@ class LocalKafka:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                tail = (self.data_dir / "server.out").read_text(errors="replace")[-4000:]
+                tail = self.output()[-4000:]
                 raise InfraError(f"Kafka exited with code {self.process.returncode}:\n{tail}")
             if wait_for_port(self.port, 0.5) and self._broker_ready():
                 return self
@@ -178,9 +182,17 @@ class LocalKafka:
         self.stop()
         raise InfraError(f"Kafka did not become ready on {self.bootstrap} within {timeout_s:.0f} s")
 
-    def _broker_ready(self) -> bool:
+    def output(self) -> str:
+        """This run's output of the broker (not the earlier runs' in the same file)."""
         log = self.data_dir / "server.out" if self.data_dir else None
-        return bool(log and log.exists() and "Kafka Server started" in log.read_text(errors="replace"))
+        if log is None or not log.exists():
+            return ""
+        with log.open("rb") as f:
+            f.seek(self._out_from)
+            return f.read().decode(errors="replace")
+
+    def _broker_ready(self) -> bool:
+        return "Kafka Server started" in self.output()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         proc, self.process = self.process, None

@@ -38,12 +38,11 @@ def wait_for_port(port: int, timeout_s: float, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def die_with_parent() -> Callable[[], None]:
-    """A `preexec_fn`: the child gets SIGTERM when the process that started it dies, even by SIGKILL, so a killed
-    test run or `complaints dev` leaves no Kafka or PostgreSQL behind (Linux; elsewhere it does nothing).
-    libc is looked up here, in the parent: the child must only make the call."""
+def die_with_parent(sig: int = 15) -> Callable[[], None]:
+    """A `preexec_fn`: the child gets `sig` (SIGTERM unless told) when the process that started it dies, even by
+    SIGKILL, so a killed test run or `complaints dev` leaves no Kafka, PostgreSQL or service behind (Linux;
+    elsewhere it does nothing). libc is looked up here, in the parent: the child must only make the call."""
     import ctypes
-    import signal as _signal
     import sys as _sys
 
     if not _sys.platform.startswith("linux"):
@@ -52,6 +51,6 @@ def die_with_parent() -> Callable[[], None]:
     pr_set_pdeathsig = 1
 
     def _preexec() -> None:
-        prctl(pr_set_pdeathsig, int(_signal.SIGTERM))
+        prctl(pr_set_pdeathsig, int(sig))
 
     return _preexec
