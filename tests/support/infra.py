@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from shared.auth import new_key
-from shared.devtools.infra.ports import free_port
+from shared.devtools.infra.ports import die_with_parent, free_port
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -110,6 +110,7 @@ class ServiceProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - a killed test run leaves no service behind
         )
         self.starts += 1
         deadline = time.monotonic() + timeout_s
