@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
@@ -23,8 +24,6 @@ from tests.integration.test_delivery_faults import hotline_messages, produce_to_
 from tests.integration.test_intake_flow import by_topic, expected_ids
 from tests.integration.test_routing_flow import complaint, tag
 from tests.support.infra import Env, ServiceProcess, collect
-
-import pytest
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +62,7 @@ def with_nul(event: Any, *path: str) -> bytes:
     """The event's JSON with the string at `path` holding a NUL (the JSON escape `\\u0000`, as a buggy producer
     would write it)."""
     body = json.loads(event.to_json_bytes())
+    body["event_id"] = str(uuid.uuid4())  # each bad record a new event: none is skipped as a duplicate of another
     node = body
     for name in path[:-1]:
         node = node[name]
@@ -161,8 +161,16 @@ async def test_nul_in_any_string_of_any_event_is_one_dead_letter_per_reader_and_
             with_nul(base, "source_id"),
             with_nul(base, "contact", "name"),
         ],
-        t.assigned: [with_nul(assigned, "reason"), with_nul(assigned, "lead_department"), with_nul(assigned, "rule_id")],
-        t.lifecycle: [with_nul(lifecycle, "cause"), with_nul(lifecycle, "action_id"), with_nul(lifecycle, "department")],
+        t.assigned: [
+            with_nul(assigned, "reason"),
+            with_nul(assigned, "lead_department"),
+            with_nul(assigned, "rule_id"),
+        ],
+        t.lifecycle: [
+            with_nul(lifecycle, "cause"),
+            with_nul(lifecycle, "action_id"),
+            with_nul(lifecycle, "department"),
+        ],
         t.sla: [with_nul(sla, "department"), with_nul(sla, "complaint_id")],
     }
     goods = {
