@@ -30,6 +30,7 @@ from shared.db import Fault, classify
 from shared.events import DeadLetter
 from shared.observability import mask_phones_in_text
 from shared.settings import Settings
+from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 LOG_APPEND_TIME: Final = 1  # a record's timestamp_type when the broker, not the producer, stamped it
@@ -50,7 +51,7 @@ class RawRecord:
 
     @property
     def key_text(self) -> str | None:
-        return None if self.key is None else key_as_text(self.key)
+        return None if self.key is None else key_as_text(self.key, limit=KEY_TEXT_LIMIT)
 
     @property
     def appended_at(self) -> datetime | None:
@@ -72,10 +73,24 @@ class RawRecord:
         )
 
 
-def key_as_text(key: bytes) -> str:
+KEY_TEXT_LIMIT = 1024
+"""At most this many characters of a key's text in a dead letter (the text is for people; the exact bytes travel in
+`source_key_b64`), so a huge key cannot make its dead letter several times bigger than the record."""
+
+DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""The dead-letter topic's `max.message.bytes` and the producers' `max_request_size`: a dead letter carries its
+record's key and bytes whole (base64, a third more), so it is bigger than the biggest record the broker took (1 MiB by
+default); one the broker refused would hold every outbox message behind it for ever."""
+
+
+def key_as_text(key: bytes, limit: int | None = None) -> str:
     """A key as text PostgreSQL and JSON both accept: the UTF-8 text itself, but each byte that is not valid UTF-8
-    and each NUL written `\\xNN` (so `b"A\\x00\\xff"` reads `A\\x00\\xff`). The exact bytes travel beside it."""
-    return key.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+    and each NUL written `\\xNN` (so `b"A\\x00\\xff"` reads `A\\x00\\xff`). The exact bytes travel beside it.
+    Past `limit` characters the text is cut and says how many bytes the key has."""
+    text = key.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}… ({len(key)} bytes)"
+    return text
 
 
 def storable_text(text: str) -> str:
@@ -114,7 +129,7 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=1024 * 1024,
-        max_request_size=4 * 1024 * 1024,
+        max_request_size=DLQ_MAX_MESSAGE_BYTES,
         request_timeout_ms=int(settings.kafka_send_timeout_s * 1000),
         **security_kwargs(settings),
     )
@@ -124,7 +139,9 @@ async def ensure_topics(
     settings: Settings, topics: Sequence[str], partitions: int | None = None, log_append_time: Sequence[str] = ()
 ) -> None:
     """Create the topics the project uses (idempotent), so partition counts are ours, not auto-creation's. Topics in
-    `log_append_time` are stamped by the broker on append: their record time is when the product took the fact."""
+    `log_append_time` are stamped by the broker on append: their record time is when the product took the fact. The
+    dead-letter topic takes messages up to `DLQ_MAX_MESSAGE_BYTES`."""
+    dlq = Topics(settings.topic_prefix).dlq
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security_kwargs(settings))
     await admin.start()
     try:
@@ -138,7 +155,10 @@ async def ensure_topics(
                             t,
                             num_partitions=partitions or settings.topic_partitions,
                             replication_factor=1,
-                            topic_configs={"message.timestamp.type": "LogAppendTime"} if t in log_append_time else {},
+                            topic_configs={
+                                **({"message.timestamp.type": "LogAppendTime"} if t in log_append_time else {}),
+                                **({"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)} if t == dlq else {}),
+                            },
                         )
                         for t in missing
                     ]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -21,6 +21,19 @@ class Message(BaseModel):
     """A message on the wire: frozen, and unknown fields ignored (a consumer must tolerate minor additions)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Message:
+        """No string of a message holds a NUL (JSON `\\u0000`): PostgreSQL stores none in text or jsonb, so a record
+        carrying one is refused when read (a dead letter saying which field), never left to fail in the database as if
+        processing had failed. Free text an edge takes from outside is cleaned before this (shared/text.py)."""
+        for name, value in self.__dict__.items():
+            if isinstance(value, str):
+                if "\x00" in value:
+                    raise ValueError(f"field {name!r} contains a NUL character (\\u0000), which cannot be stored")
+            elif isinstance(value, tuple) and any(isinstance(v, str) and "\x00" in v for v in value):
+                raise ValueError(f"field {name!r} contains a NUL character (\\u0000), which cannot be stored")
+        return self
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")
