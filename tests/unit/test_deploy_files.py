@@ -6,6 +6,7 @@ installs docker-compose and prometheus; the wheels are dev extras). No validator
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import hashlib
@@ -154,6 +155,10 @@ def test_compose_runs_the_services_in_order_with_their_settings() -> None:
     assert set(kraft["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert "CONTROLLER" in kraft["KAFKA_CONTROLLER_LISTENER_NAMES"]
     assert "PLAINTEXT://kafka:9092" in kraft["KAFKA_ADVERTISED_LISTENERS"]
+    # Kafka's Uuid.fromString: URL-safe base64 of exactly 16 bytes, no padding
+    cluster_id = re.fullmatch(r"\$\{KAFKA_CLUSTER_ID:-([A-Za-z0-9_-]{22})\}", kraft["CLUSTER_ID"])
+    assert cluster_id
+    assert len(base64.urlsafe_b64decode(cluster_id.group(1) + "==")) == 16
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     for name in (*SERVICES, "kafka", "postgres", "prometheus", "grafana"):
