@@ -56,6 +56,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "intake": (DEAD_LETTERS,),  # intake dedupes on the complaints table itself: no processed-message table
     "routing": (ROUTING_RECEIVED, DEAD_LETTERS),
     "sla": (SLA_PROCESSED, DEAD_LETTERS),
+    "reporting": (DEAD_LETTERS,),  # its facts are its read model, kept by event id; only dead letters age out
 }
 
 
