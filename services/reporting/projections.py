@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
-from typing import Any, Final
+from operator import add, sub
+from typing import Any, Final, NamedTuple
 
 from shared.domain import CATEGORY_LABELS, DEPARTMENTS, LOCAL_TZ, REGIONS, Category
 from shared.events import ComplaintAssigned, ComplaintReceived, LifecycleChanged, SlaEvent
@@ -88,11 +89,11 @@ def _counts(**values: int) -> Counts:
 
 
 def _add(a: Counts, b: Counts) -> Counts:
-    return tuple(x + y for x, y in zip(a, b, strict=True))
+    return tuple(map(add, a, b))
 
 
 def _sub(a: Counts, b: Counts) -> Counts:
-    return tuple(x - y for x, y in zip(a, b, strict=True))
+    return tuple(map(sub, a, b))
 
 
 @dataclass(frozen=True)
@@ -140,29 +141,163 @@ class CaseFigures:
     contribution: Contribution
 
 
+# --- the compact facts a case is folded from -------------------------------------------------------------------
+#
+# A case's folded state is the list of its facts (deduplicated by event id) reduced to the fields the fold reads.
+# It is kept with the case (cases.fold_state) so that a batch folds a touched case from that list plus the new
+# facts, without reading and re-validating every stored fact again. The fold takes the facts in any order (it
+# sorts what it needs), so a fact arriving out of order costs nothing more than one arriving in order.
+
+FOLD_STATE_VERSION: Final = 1
+
+
+class ReceivedFact(NamedTuple):
+    event_id: str
+    occurred_at: datetime
+    received_at: datetime
+    channel: str
+    region_code: str
+    category: str
+    enterprise_key: str | None
+    enterprise_name: str | None
+    uscc: str | None
+
+
+class AssignedFact(NamedTuple):
+    event_id: str
+    occurred_at: datetime
+    round: int
+    assigned_at: datetime
+    lead_department: str
+
+
+class LifecycleFact(NamedTuple):
+    event_id: str
+    occurred_at: datetime
+    at: datetime
+    """`at`, else `occurred_at`: the time the reports judge the fact by."""
+    round: int
+    to_state: CaseState
+    cause: str
+    department: str | None
+    lead_department: str | None
+    satisfaction: str | None
+    resolved: bool | None
+
+
+class SlaFact(NamedTuple):
+    event_id: str
+    occurred_at: datetime
+    type: SlaEventType
+    stage: Stage
+    round: int
+    due_at: datetime
+    department: str
+    causation_id: str | None
+
+
+SlimFact = ReceivedFact | AssignedFact | LifecycleFact | SlaFact
+_TAGS: Final = {ReceivedFact: "r", AssignedFact: "a", LifecycleFact: "l", SlaFact: "s"}
+
+
+def slim(fact: Fact | SlimFact) -> SlimFact:
+    """The fields of a fact the fold reads (a compact fact is returned as it is)."""
+    if isinstance(fact, ReceivedFact | AssignedFact | LifecycleFact | SlaFact):
+        return fact
+    eid = str(fact.event_id)
+    if isinstance(fact, ComplaintReceived):
+        key, name, uscc = _enterprise(fact)
+        return ReceivedFact(
+            eid, fact.occurred_at, fact.received_at, fact.channel.value, fact.region_code, fact.category.value,
+            key, name, uscc,
+        )  # fmt: skip
+    if isinstance(fact, ComplaintAssigned):
+        return AssignedFact(eid, fact.occurred_at, fact.round, fact.assigned_at, fact.lead_department)
+    if isinstance(fact, LifecycleChanged):
+        return LifecycleFact(
+            eid, fact.occurred_at, fact.at or fact.occurred_at, fact.round, fact.to_state, fact.cause,
+            fact.department, fact.lead_department, fact.satisfaction, fact.resolved,
+        )  # fmt: skip
+    return SlaFact(
+        eid, fact.occurred_at, fact.type, fact.stage, fact.round, fact.due_at, fact.department, fact.causation_id
+    )
+
+
+def _t(value: datetime) -> str:
+    return value.isoformat()
+
+
+def slim_to_json(fact: SlimFact) -> list[Any]:
+    """A compact fact as a JSON array: its tag, then its fields in order (times in ISO 8601 with offset)."""
+    return [_TAGS[type(fact)], *(_t(v) if isinstance(v, datetime) else v for v in fact)]
+
+
+_at = datetime.fromisoformat
+
+
+def slim_from_json(row: Sequence[Any]) -> SlimFact:
+    tag = row[0]
+    if tag == "l":
+        _, eid, occ, at, rnd, to, cause, dept, lead, sat, res = row
+        return LifecycleFact(eid, _at(occ), _at(at), rnd, CaseState(to), cause, dept, lead, sat, res)
+    if tag == "s":
+        _, eid, occ, typ, stage, rnd, due, dept, cause_id = row
+        return SlaFact(eid, _at(occ), SlaEventType(typ), Stage(stage), rnd, _at(due), dept, cause_id)
+    if tag == "a":
+        _, eid, occ, rnd, assigned_at, lead = row
+        return AssignedFact(eid, _at(occ), rnd, _at(assigned_at), lead)
+    if tag == "r":
+        _, eid, occ, rec, channel, region, category, key, name, uscc = row
+        return ReceivedFact(eid, _at(occ), _at(rec), channel, region, category, key, name, uscc)
+    raise ValueError(f"unknown compact fact tag {tag!r}")
+
+
+def fold_state_to_json(facts: Iterable[SlimFact]) -> dict[str, Any]:
+    """A case's folded state (its compact facts, by event id) as kept in cases.fold_state."""
+    return {"v": FOLD_STATE_VERSION, "facts": [slim_to_json(f) for f in sorted(facts, key=lambda f: f.event_id)]}
+
+
+def fold_state_from_json(data: Mapping[str, Any] | None) -> list[SlimFact] | None:
+    """The compact facts of a kept state; None when there is none (or of another version): fold from the facts."""
+    if not data or data.get("v") != FOLD_STATE_VERSION:
+        return None
+    return [slim_from_json(row) for row in data["facts"]]
+
+
+def merge_facts(kept: Iterable[SlimFact], new: Iterable[Fact | SlimFact]) -> list[SlimFact]:
+    """The kept facts and the new ones, each event id once (the first seen wins, as in the facts table)."""
+    out: dict[str, SlimFact] = {}
+    for fact in kept:
+        out.setdefault(fact.event_id, fact)
+    for event in new:
+        compact = slim(event)
+        out.setdefault(compact.event_id, compact)
+    return list(out.values())
+
+
 # --- folding one case --------------------------------------------------------------------------------------
 
 
-def _lc_at(event: LifecycleChanged) -> datetime:
-    return event.at or event.occurred_at
+def _lc_at(event: LifecycleFact) -> datetime:
+    return event.at
 
 
-def _state_order(event: LifecycleChanged) -> tuple[Any, ...]:
+def _state_order(event: LifecycleFact) -> tuple[Any, ...]:
     # One fact's events share occurred_at: a return or a reopening comes before the assignment that follows it.
     first = 0 if event.to_state in (CaseState.RETURNED, CaseState.REOPENED) else 1
-    return (event.occurred_at, event.round, first, _lc_at(event), str(event.event_id))
+    return (event.occurred_at, event.round, first, event.at, event.event_id)
 
 
-def _sla_order(event: SlaEvent) -> tuple[Any, ...]:
-    return (event.occurred_at, str(event.event_id))
+def _sla_order(event: SlaFact) -> tuple[Any, ...]:
+    return (event.occurred_at, event.event_id)
 
 
 @dataclass
 class _Deadline:
     """What the SLA events say of one (stage, round)."""
 
-    sets: list[SlaEvent] = field(default_factory=list)
-    words: list[SlaEvent] = field(default_factory=list)
+    sets: list[SlaFact] = field(default_factory=list)
+    words: list[SlaFact] = field(default_factory=list)
 
     @property
     def due(self) -> datetime | None:
@@ -214,44 +349,49 @@ def _on_time_class(
     return "on_time"
 
 
-def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
-    """The figures of one case from all its facts (any order; duplicates by event id count once)."""
-    unique: dict[str, Fact] = {}
+def fold_case(complaint_id: str, facts: Iterable[Fact | SlimFact]) -> CaseFigures:
+    """The figures of one case from all its facts (any order; duplicates by event id count once); the facts may be
+    events or their compact form, mixed."""
+    unique: dict[str, SlimFact] = {}
     for fact in facts:
-        unique.setdefault(str(fact.event_id), fact)
-    received = [f for f in unique.values() if isinstance(f, ComplaintReceived)]
-    assignments = sorted(
-        (f for f in unique.values() if isinstance(f, ComplaintAssigned)),
-        key=lambda a: (a.round, a.assigned_at, a.occurred_at, str(a.event_id)),
-    )
-    lifecycle = sorted((f for f in unique.values() if isinstance(f, LifecycleChanged)), key=_state_order)
+        s = slim(fact)
+        unique.setdefault(s.event_id, s)
+    received: list[ReceivedFact] = []
+    assigned: list[AssignedFact] = []
+    changes: list[LifecycleFact] = []
     deadlines: dict[tuple[Stage, int], _Deadline] = defaultdict(_Deadline)
     for event in unique.values():
-        if isinstance(event, SlaEvent):
-            slot = deadlines[(event.stage, event.round)]
+        if isinstance(event, LifecycleFact):
+            changes.append(event)
+        elif isinstance(event, SlaFact):
             if event.type is SlaEventType.DEADLINE_SET:
-                slot.sets.append(event)
+                deadlines[(event.stage, event.round)].sets.append(event)
             elif event.type in (SlaEventType.MET, SlaEventType.BREACHED):
-                slot.words.append(event)
+                deadlines[(event.stage, event.round)].words.append(event)
+        elif isinstance(event, AssignedFact):
+            assigned.append(event)
+        else:
+            received.append(event)
+    assignments = sorted(assigned, key=lambda a: (a.round, a.assigned_at, a.occurred_at, a.event_id))
+    lifecycle = sorted(changes, key=_state_order)
 
-    first = min(received, key=lambda r: (r.occurred_at, str(r.event_id))) if received else None
+    first = min(received, key=lambda r: (r.occurred_at, r.event_id)) if received else None
     department = assignments[-1].lead_department if assignments else UNASSIGNED
     if first is None:
         return CaseFigures(CaseProfile(complaint_id, department=department), Contribution())
-    ent_key, ent_name, uscc = _enterprise(first)
     profile = CaseProfile(
         complaint_id,
         first.received_at,
-        first.channel.value,
+        first.channel,
         first.region_code,
-        first.category.value,
+        first.category,
         department,
-        ent_key,
-        ent_name,
-        uscc,
+        first.enterprise_key,
+        first.enterprise_name,
+        first.uscc,
     )
 
-    def by_cause(cause: str) -> list[LifecycleChanged]:
+    def by_cause(cause: str) -> list[LifecycleFact]:
         return [e for e in lifecycle if e.cause == cause]
 
     # The case's own figures.
@@ -262,7 +402,7 @@ def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
     if resolved and resolves:
         last_round = max(e.round for e in resolves)
         first_resolve = min(
-            (e for e in resolves if e.round == last_round), key=lambda e: (_lc_at(e), e.occurred_at, str(e.event_id))
+            (e for e in resolves if e.round == last_round), key=lambda e: (_lc_at(e), e.occurred_at, e.event_id)
         )
         windows = [r for (s, r) in deadlines if s is Stage.RESOLVE and r <= last_round]
         window_round = max(windows) if windows else None
@@ -271,7 +411,7 @@ def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
             e for e in by_cause("approve_extension") if (window_round or 1) <= e.round <= last_round
         ]
         verdict = _on_time_class(
-            _lc_at(first_resolve), window, {str(e.event_id) for e in extensions}, bool(extensions)
+            _lc_at(first_resolve), window, {e.event_id for e in extensions}, bool(extensions)
         )
         if verdict is not None:
             case[verdict] = 1
@@ -338,7 +478,7 @@ def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
     return CaseFigures(profile, Contribution(profile.day, rows))
 
 
-def _stage_on_time(slot: _Deadline | None, done: Sequence[LifecycleChanged], lead: str) -> bool:
+def _stage_on_time(slot: _Deadline | None, done: Sequence[LifecycleFact], lead: str) -> bool:
     """Done at or before its due (contract 7: a stage is met on time when its fact's time is at or before due_at);
     with no due known yet, the clock's final word."""
     if not done or slot is None:
@@ -357,8 +497,8 @@ def _passed(slot: _Deadline | None, lead: str) -> bool:
 
 def _overdue(
     deadlines: Mapping[tuple[Stage, int], _Deadline],
-    assignments: Sequence[ComplaintAssigned],
-    lifecycle: Sequence[LifecycleChanged],
+    assignments: Sequence[AssignedFact],
+    lifecycle: Sequence[LifecycleFact],
 ) -> bool:
     """A breach that still stands (no later `met`) on a stage of the case's current round that is not done yet."""
     current = assignments[-1].round if assignments else None
