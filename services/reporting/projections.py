@@ -161,6 +161,7 @@ class ReceivedFact(NamedTuple):
     enterprise_key: str | None
     enterprise_name: str | None
     uscc: str | None
+    title: str
 
 
 class AssignedFact(NamedTuple):
@@ -209,7 +210,7 @@ def slim(fact: Fact | SlimFact) -> SlimFact:
         key, name, uscc = _enterprise(fact)
         return ReceivedFact(
             eid, fact.occurred_at, fact.received_at, fact.channel.value, fact.region_code, fact.category.value,
-            key, name, uscc,
+            key, name, uscc, fact.title,
         )  # fmt: skip
     if isinstance(fact, ComplaintAssigned):
         return AssignedFact(eid, fact.occurred_at, fact.round, fact.assigned_at, fact.lead_department)
@@ -247,8 +248,8 @@ def slim_from_json(row: Sequence[Any]) -> SlimFact:
         _, eid, occ, rnd, assigned_at, lead = row
         return AssignedFact(eid, _at(occ), rnd, _at(assigned_at), lead)
     if tag == "r":
-        _, eid, occ, rec, channel, region, category, key, name, uscc = row
-        return ReceivedFact(eid, _at(occ), _at(rec), channel, region, category, key, name, uscc)
+        _, eid, occ, rec, channel, region, category, key, name, uscc, title = row
+        return ReceivedFact(eid, _at(occ), _at(rec), channel, region, category, key, name, uscc, title)
     raise ValueError(f"unknown compact fact tag {tag!r}")
 
 
@@ -541,6 +542,16 @@ def merge_deltas(deltas: Iterable[Mapping[tuple[date, str, str], Counts]]) -> di
     return {key: out[key] for key in sorted(out) if any(out[key])}
 
 
+def fold_batch(
+    cases: Mapping[str, tuple[Contribution, Sequence[SlimFact]]],
+) -> tuple[list[CaseFigures], dict[tuple[date, str, str], Counts]]:
+    """The touched cases of a batch, each given as (its contribution so far, all its facts now): their figures in key
+    order, and the one rollup delta for them all (in key order)."""
+    folded = [fold_case(cid, cases[cid][1]) for cid in sorted(cases)]
+    delta = merge_deltas(rollup_delta(cases[f.profile.complaint_id][0], f.contribution) for f in folded)
+    return folded, delta
+
+
 # --- the answer ----------------------------------------------------------------------------------------------
 
 CHANNEL_NAMES: Final = {
@@ -639,8 +650,13 @@ __all__ = [
     "Contribution",
     "Counts",
     "Fact",
+    "SlimFact",
+    "fold_batch",
     "fold_case",
+    "fold_state_from_json",
+    "fold_state_to_json",
     "merge_deltas",
+    "merge_facts",
     "rollup_delta",
     "summary",
 ]
