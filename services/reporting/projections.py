@@ -253,27 +253,36 @@ def slim_from_json(row: Sequence[Any]) -> SlimFact:
     raise ValueError(f"unknown compact fact tag {tag!r}")
 
 
-def fold_state_to_json(facts: Iterable[SlimFact]) -> dict[str, Any]:
-    """A case's folded state (its compact facts, by event id) as kept in cases.fold_state."""
-    return {"v": FOLD_STATE_VERSION, "facts": [slim_to_json(f) for f in sorted(facts, key=lambda f: f.event_id)]}
+@dataclass(frozen=True)
+class FoldState:
+    """A case's folded state: its compact facts, each event id once, and their JSON rows (kept as read, so saving a
+    state encodes only the facts new to it)."""
 
+    facts: tuple[SlimFact, ...] = ()
+    rows: tuple[list[Any], ...] = ()
 
-def fold_state_from_json(data: Mapping[str, Any] | None) -> list[SlimFact] | None:
-    """The compact facts of a kept state; None when there is none (or of another version): fold from the facts."""
-    if not data or data.get("v") != FOLD_STATE_VERSION:
-        return None
-    return [slim_from_json(row) for row in data["facts"]]
+    def with_facts(self, new: Iterable[Fact | SlimFact]) -> FoldState:
+        """This state and the facts it does not hold yet (by event id; the first seen wins, as in the facts table)."""
+        seen = {f.event_id for f in self.facts}
+        facts, rows = list(self.facts), list(self.rows)
+        for event in new:
+            compact = slim(event)
+            if compact.event_id not in seen:
+                seen.add(compact.event_id)
+                facts.append(compact)
+                rows.append(slim_to_json(compact))
+        return FoldState(tuple(facts), tuple(rows))
 
+    def to_json(self) -> dict[str, Any]:
+        return {"v": FOLD_STATE_VERSION, "facts": list(self.rows)}
 
-def merge_facts(kept: Iterable[SlimFact], new: Iterable[Fact | SlimFact]) -> list[SlimFact]:
-    """The kept facts and the new ones, each event id once (the first seen wins, as in the facts table)."""
-    out: dict[str, SlimFact] = {}
-    for fact in kept:
-        out.setdefault(fact.event_id, fact)
-    for event in new:
-        compact = slim(event)
-        out.setdefault(compact.event_id, compact)
-    return list(out.values())
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> FoldState | None:
+        """The kept state; None when there is none (or of another version): fold the case from its stored facts."""
+        if not data or data.get("v") != FOLD_STATE_VERSION:
+            return None
+        rows = data["facts"]
+        return cls(tuple(slim_from_json(row) for row in rows), tuple(rows))
 
 
 # --- folding one case --------------------------------------------------------------------------------------
@@ -543,11 +552,11 @@ def merge_deltas(deltas: Iterable[Mapping[tuple[date, str, str], Counts]]) -> di
 
 
 def fold_batch(
-    cases: Mapping[str, tuple[Contribution, Sequence[SlimFact]]],
+    cases: Mapping[str, tuple[Contribution, FoldState]],
 ) -> tuple[list[CaseFigures], dict[tuple[date, str, str], Counts]]:
-    """The touched cases of a batch, each given as (its contribution so far, all its facts now): their figures in key
-    order, and the one rollup delta for them all (in key order)."""
-    folded = [fold_case(cid, cases[cid][1]) for cid in sorted(cases)]
+    """The touched cases of a batch, each given as (its contribution so far, its state with every fact now): their
+    figures in key order, and the one rollup delta for them all (in key order)."""
+    folded = [fold_case(cid, cases[cid][1].facts) for cid in sorted(cases)]
     delta = merge_deltas(rollup_delta(cases[f.profile.complaint_id][0], f.contribution) for f in folded)
     return folded, delta
 
@@ -650,13 +659,11 @@ __all__ = [
     "Contribution",
     "Counts",
     "Fact",
+    "FoldState",
     "SlimFact",
     "fold_batch",
     "fold_case",
-    "fold_state_from_json",
-    "fold_state_to_json",
     "merge_deltas",
-    "merge_facts",
     "rollup_delta",
     "summary",
 ]

@@ -16,9 +16,8 @@ from services.reporting.projections import (
     CaseFigures,
     Contribution,
     Counts,
+    FoldState,
     SlimFact,
-    fold_state_from_json,
-    fold_state_to_json,
 )
 from services.reporting.repeats import RepeatCase
 
@@ -90,7 +89,7 @@ class StoredFact:
 class LockedCase:
     contribution: Contribution
     """What the case adds to the rollups now."""
-    facts: list[SlimFact] | None
+    state: FoldState | None
     """Its folded state (its compact facts), or None when it has none kept: fold it from `facts`."""
 
 
@@ -111,7 +110,7 @@ async def insert_facts(conn: asyncpg.Connection[Any], facts: Sequence[StoredFact
     return {r[0] for r in rows}
 
 
-_EMPTY_STATE = json.dumps(fold_state_to_json([]))
+_EMPTY_STATE = json.dumps(FoldState().to_json())
 
 
 async def lock_cases(conn: asyncpg.Connection[Any], ids: Iterable[str], now: datetime) -> dict[str, LockedCase]:
@@ -121,7 +120,7 @@ async def lock_cases(conn: asyncpg.Connection[Any], ids: Iterable[str], now: dat
     return {
         r["complaint_id"]: LockedCase(
             Contribution.from_json(json.loads(r["contribution"])),
-            fold_state_from_json(json.loads(r["fold_state"])) if r["fold_state"] is not None else None,
+            FoldState.from_json(json.loads(r["fold_state"])) if r["fold_state"] is not None else None,
         )
         for r in rows
     }
@@ -136,7 +135,7 @@ async def case_facts(conn: asyncpg.Connection[Any], ids: Iterable[str]) -> dict[
 
 
 async def save_cases(
-    conn: asyncpg.Connection[Any], cases: Sequence[CaseFigures], states: Sequence[Iterable[SlimFact]], now: datetime
+    conn: asyncpg.Connection[Any], cases: Sequence[CaseFigures], states: Sequence[FoldState], now: datetime
 ) -> None:
     """Save the cases' profiles and contributions, with their folded states (their compact facts, same order)."""
     if not cases:
@@ -156,7 +155,7 @@ async def save_cases(
         [x.uscc for x in p],
         [json.dumps(c.contribution.to_json(), ensure_ascii=False, separators=(",", ":")) for c in cases],
         [now] * len(cases),
-        [json.dumps(fold_state_to_json(facts), ensure_ascii=False, separators=(",", ":")) for facts in states],
+        [json.dumps(state.to_json(), ensure_ascii=False, separators=(",", ":")) for state in states],
     )
 
 

@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from services.reporting import store
-from services.reporting.projections import Contribution, Fact, SlimFact, fold_batch, merge_facts, slim
+from services.reporting.projections import Contribution, Fact, FoldState, SlimFact, fold_batch, slim
 from services.reporting.store import StoredFact
 from shared.deadletters import dead_letter_message, store_dead_letters
 from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
@@ -121,16 +121,16 @@ class Projection:
         or validated again. A case without a kept state (stored before migration 004) is folded once from all its
         stored facts, and keeps its state from then on."""
         locked = await store.lock_cases(conn, fresh, now)
-        missing = sorted(cid for cid, case in locked.items() if case.facts is None)
+        missing = sorted(cid for cid, case in locked.items() if case.state is None)
         from_store = await store.case_facts(conn, missing) if missing else {}
-        cases: dict[str, tuple[Contribution, list[SlimFact]]] = {}
+        cases: dict[str, tuple[Contribution, FoldState]] = {}
         for cid, new in fresh.items():
             case = locked[cid]
-            if case.facts is None:
+            if case.state is None:
                 kept = [parse_fact(kind, body) for kind, body in from_store.get(cid, [])]
-                cases[cid] = (case.contribution, merge_facts([], kept))
+                cases[cid] = (case.contribution, FoldState().with_facts(kept))
             else:
-                cases[cid] = (case.contribution, merge_facts(case.facts, new))
+                cases[cid] = (case.contribution, case.state.with_facts(new))
         folded, delta = fold_batch(cases)
         await store.save_cases(conn, folded, [cases[f.profile.complaint_id][1] for f in folded], now)
         await store.add_rollups(conn, delta)

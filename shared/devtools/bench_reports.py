@@ -156,6 +156,23 @@ def _facts(m: int) -> list[tuple[str, Event]]:
     return out
 
 
+def _batch_figures(metrics: str) -> str:
+    """The projection's batches from the service's own metrics: how many, their mean size and time."""
+    sums: dict[str, float] = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        for metric in ("consumer_batch_seconds_sum", "consumer_batch_seconds_count", "consumer_batch_records_sum"):
+            if name.startswith(metric + "{"):
+                sums[metric] = sums.get(metric, 0.0) + float(value)
+    n = sums.get("consumer_batch_seconds_count", 0.0)
+    if not n:
+        return "batches: none counted"
+    return (
+        f"batches: {n:,.0f}, {sums.get('consumer_batch_records_sum', 0.0) / n:,.0f} records and "
+        f"{sums.get('consumer_batch_seconds_sum', 0.0) / n * 1000:,.0f} ms each on average"
+    )
+
+
 def _start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
         [sys.executable, "-m", "shared.devtools.cli", "run", "reporting", "--port", str(port)],
@@ -217,7 +234,11 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
                     f"{body['total']['received']:,} cases)"
                 )
 
-        # Projection throughput through Kafka.
+        # Projection throughput through Kafka: the service is stopped while the facts are produced, then started on
+        # the backlog, so the figure is the projection's own (not the producer's, nor the summary's load).
+        proc.terminate()
+        proc.wait(30)
+        proc = None
         topics = Topics(prefix)
         settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=url, topic_prefix=prefix)
         await ensure_topics(settings, topics.all())
@@ -227,6 +248,7 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
                    "sla": topics.sla}  # fmt: skip
         producer = make_producer(settings, "bench-reports")
         await producer.start()
+        produced = time.perf_counter()
         try:
             futures = [
                 await producer.send(by_kind[kind], e.to_json_bytes(), key=e.complaint_id.encode()) for kind, e in facts
@@ -234,6 +256,8 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
+        _say(f"produced {len(facts):,} facts in {time.perf_counter() - produced:.1f} s; starting the service on them")
+        proc = _start_service(env, port, tmp / "reporting.log")
         conn = await asyncpg.connect(url, server_settings={"search_path": "reporting"})
         try:
             started = time.perf_counter()
@@ -248,7 +272,10 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
             span = time.perf_counter() - (first[0] if first else started)
             counted = done - (first[1] if first else 0)
             _say(f"projection from Kafka: {len(facts):,} facts of {args.kafka_cases:,} cases, "
-                 f"{counted / span if span else float('nan'):,.0f} facts/s")  # fmt: skip
+                 f"{counted / span if span else float('nan'):,.0f} facts/s "
+                 f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+            async with httpx.AsyncClient(timeout=10) as plain:
+                _say(_batch_figures((await plain.get(f"http://127.0.0.1:{port}/metrics")).text))
         finally:
             await conn.close()
     finally:
