@@ -61,6 +61,13 @@ _SUMS = ", ".join(f"sum({c})::bigint AS {c}" for c in COUNTS)
 SQL_SUM_GROUPS = f"""
 SELECT key, {_SUMS} FROM rollups WHERE dimension = $1 AND day BETWEEN $2 AND $3 GROUP BY key
 """
+# The summary's one read: the groups of a dimension and the total rows of the period, in one statement (one round
+# trip), each an index range scan of the primary key (dimension, day, key): about 31 rows per group for a month.
+SQL_SUMMARY = f"""
+SELECT dimension, key, {_SUMS} FROM rollups
+WHERE dimension = ANY($1::text[]) AND day BETWEEN $2 AND $3
+GROUP BY dimension, key
+"""
 SQL_REPEAT_CASES = """
 SELECT complaint_id, received_at, enterprise_key, enterprise_name, uscc, category
 FROM cases
@@ -171,6 +178,17 @@ async def add_rollups(conn: asyncpg.Connection[Any], delta: Mapping[tuple[date, 
 async def sum_rollups(conn: asyncpg.Connection[Any], dimension: str, start: date, end: date) -> dict[str, Counts]:
     rows = await conn.fetch(SQL_SUM_GROUPS, dimension, start, end)
     return {r["key"]: tuple(int(r[c] or 0) for c in COUNTS) for r in rows}
+
+
+async def sum_summary(
+    conn: asyncpg.Connection[Any], dimension: str, total_dimension: str, start: date, end: date
+) -> tuple[dict[str, Counts], dict[str, Counts]]:
+    """The summed counts of the period per key of `dimension`, and per key of `total_dimension`, in one query."""
+    groups: dict[str, Counts] = {}
+    totals: dict[str, Counts] = {}
+    for r in await conn.fetch(SQL_SUMMARY, [dimension, total_dimension], start, end):
+        (groups if r["dimension"] == dimension else totals)[r["key"]] = tuple(int(r[c] or 0) for c in COUNTS)
+    return groups, totals
 
 
 async def repeat_cases(conn: asyncpg.Connection[Any], start: date, end: date, look_back: date) -> list[RepeatCase]:

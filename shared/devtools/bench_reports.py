@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -26,7 +27,16 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.reporting.projections import COUNTS, GROUP_BY, Contribution, Counts, fold_case, rollup_delta
+from services.reporting.projections import (
+    COUNTS,
+    GROUP_BY,
+    TOTAL_DIMENSION,
+    Contribution,
+    Counts,
+    fold_case,
+    rollup_delta,
+)
+from services.reporting.store import SQL_SUMMARY
 from shared.auth import new_key
 from shared.devtools.infra.ports import free_port
 from shared.domain import Category, Channel, Kind, Urgency
@@ -99,8 +109,6 @@ def _case_rows(n: int, seed: int = 7) -> tuple[list[tuple[Any, ...]], dict[tuple
 
 
 def _json(contribution: Contribution) -> str:
-    import json
-
     return json.dumps(contribution.to_json())
 
 
@@ -154,6 +162,32 @@ def _facts(m: int) -> list[tuple[str, Event]]:
                 department="jrb", lead_department="jrb", at=at)))  # fmt: skip
             state = to
     return out
+
+
+async def _explain(url: str) -> None:
+    """EXPLAIN ANALYZE of the summary's query for June, per grouping: the scan it uses and its time in the server."""
+    conn = await asyncpg.connect(url, server_settings={"search_path": "reporting"})
+    try:
+        for group_by in GROUP_BY:
+            text = await conn.fetchval(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + SQL_SUMMARY,
+                [group_by, TOTAL_DIMENSION],
+                date(2026, 6, 1),
+                date(2026, 6, 30),
+            )
+            plan = json.loads(text)[0]
+            node, scans = plan["Plan"], []
+            stack = [node]
+            while stack:
+                n = stack.pop()
+                if "Scan" in n["Node Type"]:
+                    on = n.get("Index Name", n.get("Relation Name", ""))
+                    scans.append(f"{n['Node Type']} {on} ({n['Actual Rows']} rows)")
+                stack.extend(n.get("Plans", []))
+            _say(f"EXPLAIN summary by {group_by:<10} {', '.join(scans)}; {node['Node Type']}; "
+                 f"execution {plan['Execution Time']:.2f} ms")  # fmt: skip
+    finally:
+        await conn.close()
 
 
 def _batch_figures(metrics: str) -> str:
@@ -212,6 +246,7 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
         _say(f"machine: {os.cpu_count()} cores; loading {args.cases:,} cases into the read model")
         load_s = await _load(url, args.cases)
         _say(f"load (build + COPY + ANALYZE)  {args.cases / load_s:>10,.0f} cases/s ({load_s:.1f} s)")
+        await _explain(url)
         port = free_port()
         proc = _start_service(env, port, tmp / "reporting.log")
         auth = {"Authorization": f"Bearer {key}"}
