@@ -28,20 +28,24 @@ ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id::text
 """
 SQL_CASE_FACTS = "SELECT complaint_id, topic, body FROM facts WHERE complaint_id = ANY($1::text[])"
-# Every touched case locked by one statement, in key order: a case not stored yet gets a placeholder row (an empty
-# contribution and an empty folded state) so that new and known cases are locked alike; concurrent batches then
-# take their case locks in one order, and rollup locks after them (also in key order), so they cannot deadlock.
-SQL_LOCK_CASES = """
+# The touched cases are locked in two statements, each in key order: the new ones are created (an empty
+# contribution and an empty folded state; a case another batch is creating is waited for), then all are locked.
+# Every batch thus takes its case locks in one order, and its rollup locks after them (also in key order), so
+# concurrent batches cannot deadlock; a known case gets a row lock, not a new row version.
+SQL_NEW_CASES = """
 INSERT INTO cases (complaint_id, department, contribution, fold_state, updated_at)
-SELECT id, 'unassigned', '{}'::jsonb, $2::jsonb, $3 FROM unnest($1::text[]) AS t(id) ORDER BY id
-ON CONFLICT (complaint_id) DO UPDATE SET updated_at = cases.updated_at
-RETURNING complaint_id, contribution, fold_state
+SELECT id, 'unassigned', '{}'::jsonb, $2::json, $3 FROM unnest($1::text[]) AS t(id) ORDER BY id
+ON CONFLICT (complaint_id) DO NOTHING
+"""
+SQL_LOCK_CASES = """
+SELECT complaint_id, contribution, fold_state FROM cases WHERE complaint_id = ANY($1::text[])
+ORDER BY complaint_id FOR UPDATE
 """
 SQL_SAVE_CASES = """
 INSERT INTO cases (complaint_id, received_at, received_day, channel, region_code, category, department,
                    enterprise_key, enterprise_name, uscc, contribution, updated_at, fold_state)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::date[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::timestamptz[], $13::jsonb[])
+                     $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::timestamptz[], $13::json[])
 ON CONFLICT (complaint_id) DO UPDATE SET
     received_at = EXCLUDED.received_at, received_day = EXCLUDED.received_day, channel = EXCLUDED.channel,
     region_code = EXCLUDED.region_code, category = EXCLUDED.category, department = EXCLUDED.department,
@@ -123,7 +127,9 @@ _EMPTY_STATE = json.dumps(FoldState().to_json())
 async def lock_cases(conn: asyncpg.Connection[Any], ids: Iterable[str], now: datetime) -> dict[str, LockedCase]:
     """Lock every case of `ids` (in key order, until the transaction ends), a new one with an empty state; returns
     each one's contribution and folded state."""
-    rows = await conn.fetch(SQL_LOCK_CASES, sorted(ids), _EMPTY_STATE, now)
+    ordered = sorted(ids)
+    await conn.execute(SQL_NEW_CASES, ordered, _EMPTY_STATE, now)
+    rows = await conn.fetch(SQL_LOCK_CASES, ordered)
     return {
         r["complaint_id"]: LockedCase(
             Contribution.from_json(json.loads(r["contribution"])),
