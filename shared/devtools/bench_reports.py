@@ -2,11 +2,13 @@
 takes facts from Kafka. Prints figures; asserts nothing.
 
 1. load: N cases (default 1,000,000) over 365 days straight into the read model by COPY (cases with their
-   contribution, and the rollups they add up to), in the real schema;
-2. summary: the reporting service as its own process; `GET /v1/reports/summary` for a month grouped by department,
-   sequentially, p50 and p99 (and the other groupings' p99);
-3. projection: M cases' facts (received, assigned, accept, contact, resolve, and their SLA events) produced to the
-   four topics, and the time until the service has stored every one: facts per second.
+   contribution, and the rollups they add up to), in the real schema; then EXPLAIN ANALYZE of the summary's query
+   per grouping;
+2. summary: the reporting service as its own process; `GET /v1/reports/summary` for a month per grouping,
+   sequentially, p50 and p99;
+3. projection: the service stopped, M cases' facts (received, assigned, accept, contact, resolve, and their SLA
+   events) produced to the four topics (shuffled), the service started on that backlog, and the time from its first
+   fact stored to its last: facts per second, with the load average and the mean batch size and time.
 """
 
 from __future__ import annotations
