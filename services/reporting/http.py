@@ -110,8 +110,8 @@ async def _summary(request: Request, start: str | None, end: str | None, group_b
     frm, to = period(start, end, now.astimezone(LOCAL_TZ).date())
     try:
         async with asyncio.timeout(10), ctx.pool.acquire() as conn:
-            groups = await store.sum_rollups(conn, group_by, frm, to)
-            total = (await store.sum_rollups(conn, TOTAL_DIMENSION, frm, to)).get(TOTAL_KEY, ZERO)
+            groups, totals = await store.sum_summary(conn, group_by, TOTAL_DIMENSION, frm, to)
+            total = totals.get(TOTAL_KEY, ZERO)
     except Exception as exc:
         if is_transient(exc):
             raise _unavailable() from exc

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
-from typing import Any, Final
+from operator import add, sub
+from typing import Any, Final, NamedTuple
 
 from shared.domain import CATEGORY_LABELS, DEPARTMENTS, LOCAL_TZ, REGIONS, Category
 from shared.events import ComplaintAssigned, ComplaintReceived, LifecycleChanged, SlaEvent
@@ -88,11 +89,11 @@ def _counts(**values: int) -> Counts:
 
 
 def _add(a: Counts, b: Counts) -> Counts:
-    return tuple(x + y for x, y in zip(a, b, strict=True))
+    return tuple(map(add, a, b))
 
 
 def _sub(a: Counts, b: Counts) -> Counts:
-    return tuple(x - y for x, y in zip(a, b, strict=True))
+    return tuple(map(sub, a, b))
 
 
 @dataclass(frozen=True)
@@ -151,29 +152,173 @@ class CaseFigures:
     overdue: StandingBreach | None = None  # set when the case counts as overdue_open
 
 
+# --- the compact facts a case is folded from -------------------------------------------------------------------
+#
+# A case's folded state is the list of its facts (deduplicated by event id) reduced to the fields the fold reads.
+# It is kept with the case (cases.fold_state) so that a batch folds a touched case from that list plus the new
+# facts, without reading and re-validating every stored fact again. The fold takes the facts in any order (it
+# sorts what it needs), so a fact arriving out of order costs nothing more than one arriving in order.
+
+FOLD_STATE_VERSION: Final = 1
+
+
+class ReceivedFact(NamedTuple):
+    event_id: str
+    occurred_at: datetime
+    received_at: datetime
+    channel: str
+    region_code: str
+    category: str
+    enterprise_key: str | None
+    enterprise_name: str | None
+    uscc: str | None
+    title: str
+
+
+class AssignedFact(NamedTuple):
+    event_id: str
+    occurred_at: datetime
+    round: int
+    assigned_at: datetime
+    lead_department: str
+
+
+class LifecycleFact(NamedTuple):
+    event_id: str
+    occurred_at: datetime
+    at: datetime
+    """`at`, else `occurred_at`: the time the reports judge the fact by."""
+    round: int
+    to_state: CaseState
+    cause: str
+    department: str | None
+    lead_department: str | None
+    satisfaction: str | None
+    resolved: bool | None
+
+
+class SlaFact(NamedTuple):
+    event_id: str
+    occurred_at: datetime
+    type: SlaEventType
+    stage: Stage
+    round: int
+    due_at: datetime
+    department: str
+    causation_id: str | None
+
+
+SlimFact = ReceivedFact | AssignedFact | LifecycleFact | SlaFact
+_TAGS: Final = {ReceivedFact: "r", AssignedFact: "a", LifecycleFact: "l", SlaFact: "s"}
+
+
+def slim(fact: Fact | SlimFact) -> SlimFact:
+    """The fields of a fact the fold reads (a compact fact is returned as it is)."""
+    if isinstance(fact, tuple):  # the compact facts are named tuples, the events are not
+        return fact
+    eid = str(fact.event_id)
+    if isinstance(fact, ComplaintReceived):
+        key, name, uscc = _enterprise(fact)
+        return ReceivedFact(
+            eid, fact.occurred_at, fact.received_at, fact.channel.value, fact.region_code, fact.category.value,
+            key, name, uscc, fact.title,
+        )  # fmt: skip
+    if isinstance(fact, ComplaintAssigned):
+        return AssignedFact(eid, fact.occurred_at, fact.round, fact.assigned_at, fact.lead_department)
+    if isinstance(fact, LifecycleChanged):
+        return LifecycleFact(
+            eid, fact.occurred_at, fact.at or fact.occurred_at, fact.round, fact.to_state, fact.cause,
+            fact.department, fact.lead_department, fact.satisfaction, fact.resolved,
+        )  # fmt: skip
+    return SlaFact(
+        eid, fact.occurred_at, fact.type, fact.stage, fact.round, fact.due_at, fact.department, fact.causation_id
+    )
+
+
+def _t(value: datetime) -> str:
+    return value.isoformat()
+
+
+def slim_to_json(fact: SlimFact) -> list[Any]:
+    """A compact fact as a JSON array: its tag, then its fields in order (times in ISO 8601 with offset)."""
+    return [_TAGS[type(fact)], *(_t(v) if isinstance(v, datetime) else v for v in fact)]
+
+
+_at = datetime.fromisoformat
+
+
+def slim_from_json(row: Sequence[Any]) -> SlimFact:
+    tag = row[0]
+    if tag == "l":
+        _, eid, occ, at, rnd, to, cause, dept, lead, sat, res = row
+        return LifecycleFact(eid, _at(occ), _at(at), rnd, CaseState(to), cause, dept, lead, sat, res)
+    if tag == "s":
+        _, eid, occ, typ, stage, rnd, due, dept, cause_id = row
+        return SlaFact(eid, _at(occ), SlaEventType(typ), Stage(stage), rnd, _at(due), dept, cause_id)
+    if tag == "a":
+        _, eid, occ, rnd, assigned_at, lead = row
+        return AssignedFact(eid, _at(occ), rnd, _at(assigned_at), lead)
+    if tag == "r":
+        _, eid, occ, rec, channel, region, category, key, name, uscc, title = row
+        return ReceivedFact(eid, _at(occ), _at(rec), channel, region, category, key, name, uscc, title)
+    raise ValueError(f"unknown compact fact tag {tag!r}")
+
+
+@dataclass(frozen=True)
+class FoldState:
+    """A case's folded state: its compact facts, each event id once, and their JSON rows (kept as read, so saving a
+    state encodes only the facts new to it)."""
+
+    facts: tuple[SlimFact, ...] = ()
+    rows: tuple[list[Any], ...] = ()
+
+    def with_facts(self, new: Iterable[Fact | SlimFact]) -> FoldState:
+        """This state and the facts it does not hold yet (by event id; the first seen wins, as in the facts table)."""
+        seen = {f.event_id for f in self.facts}
+        facts, rows = list(self.facts), list(self.rows)
+        for event in new:
+            compact = slim(event)
+            if compact.event_id not in seen:
+                seen.add(compact.event_id)
+                facts.append(compact)
+                rows.append(slim_to_json(compact))
+        return FoldState(tuple(facts), tuple(rows))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": FOLD_STATE_VERSION, "facts": list(self.rows)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> FoldState | None:
+        """The kept state; None when there is none (or of another version): fold the case from its stored facts."""
+        if not data or data.get("v") != FOLD_STATE_VERSION:
+            return None
+        rows = data["facts"]
+        return cls(tuple(slim_from_json(row) for row in rows), tuple(rows))
+
+
 # --- folding one case --------------------------------------------------------------------------------------
 
 
-def _lc_at(event: LifecycleChanged) -> datetime:
-    return event.at or event.occurred_at
+def _lc_at(event: LifecycleFact) -> datetime:
+    return event.at
 
 
-def _state_order(event: LifecycleChanged) -> tuple[Any, ...]:
+def _state_order(event: LifecycleFact) -> tuple[Any, ...]:
     # One fact's events share occurred_at: a return or a reopening comes before the assignment that follows it.
     first = 0 if event.to_state in (CaseState.RETURNED, CaseState.REOPENED) else 1
-    return (event.occurred_at, event.round, first, _lc_at(event), str(event.event_id))
+    return (event.occurred_at, event.round, first, event.at, event.event_id)
 
 
-def _sla_order(event: SlaEvent) -> tuple[Any, ...]:
-    return (event.occurred_at, str(event.event_id))
+def _sla_order(event: SlaFact) -> tuple[Any, ...]:
+    return (event.occurred_at, event.event_id)
 
 
 @dataclass
 class _Deadline:
     """What the SLA events say of one (stage, round)."""
 
-    sets: list[SlaEvent] = field(default_factory=list)
-    words: list[SlaEvent] = field(default_factory=list)
+    sets: list[SlaFact] = field(default_factory=list)
+    words: list[SlaFact] = field(default_factory=list)
 
     @property
     def due(self) -> datetime | None:
@@ -225,45 +370,51 @@ def _on_time_class(
     return "on_time"
 
 
-def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
-    """The figures of one case from all its facts (any order; duplicates by event id count once)."""
-    unique: dict[str, Fact] = {}
+def fold_case(complaint_id: str, facts: Iterable[Fact | SlimFact]) -> CaseFigures:
+    """The figures of one case from all its facts (any order; duplicates by event id count once); the facts may be
+    events or their compact form, mixed."""
+    unique: dict[str, SlimFact] = {}
     for fact in facts:
-        unique.setdefault(str(fact.event_id), fact)
-    received = [f for f in unique.values() if isinstance(f, ComplaintReceived)]
-    assignments = sorted(
-        (f for f in unique.values() if isinstance(f, ComplaintAssigned)),
-        key=lambda a: (a.round, a.assigned_at, a.occurred_at, str(a.event_id)),
-    )
-    lifecycle = sorted((f for f in unique.values() if isinstance(f, LifecycleChanged)), key=_state_order)
+        s = slim(fact)
+        unique.setdefault(s.event_id, s)
+    received: list[ReceivedFact] = []
+    assigned: list[AssignedFact] = []
+    changes: list[LifecycleFact] = []
     deadlines: dict[tuple[Stage, int], _Deadline] = defaultdict(_Deadline)
     for event in unique.values():
-        if isinstance(event, SlaEvent):
-            slot = deadlines[(event.stage, event.round)]
+        kind = type(event)
+        if kind is LifecycleFact:
+            changes.append(event)  # type: ignore[arg-type]
+        elif isinstance(event, SlaFact):
             if event.type is SlaEventType.DEADLINE_SET:
-                slot.sets.append(event)
+                deadlines[(event.stage, event.round)].sets.append(event)
             elif event.type in (SlaEventType.MET, SlaEventType.BREACHED):
-                slot.words.append(event)
+                deadlines[(event.stage, event.round)].words.append(event)
+        elif kind is AssignedFact:
+            assigned.append(event)  # type: ignore[arg-type]
+        else:
+            received.append(event)  # type: ignore[arg-type]
+    assignments = sorted(assigned, key=lambda a: (a.round, a.assigned_at, a.occurred_at, a.event_id))
+    lifecycle = sorted(changes, key=_state_order)
 
-    first = min(received, key=lambda r: (r.occurred_at, str(r.event_id))) if received else None
+    first = min(received, key=lambda r: (r.occurred_at, r.event_id)) if received else None
     department = assignments[-1].lead_department if assignments else UNASSIGNED
     if first is None:
         return CaseFigures(CaseProfile(complaint_id, department=department), Contribution())
-    ent_key, ent_name, uscc = _enterprise(first)
     profile = CaseProfile(
         complaint_id,
         first.received_at,
-        first.channel.value,
+        first.channel,
         first.region_code,
-        first.category.value,
+        first.category,
         department,
-        ent_key,
-        ent_name,
-        uscc,
+        first.enterprise_key,
+        first.enterprise_name,
+        first.uscc,
         first.title,
     )
 
-    def by_cause(cause: str) -> list[LifecycleChanged]:
+    def by_cause(cause: str) -> list[LifecycleFact]:
         return [e for e in lifecycle if e.cause == cause]
 
     # The case's own figures.
@@ -274,7 +425,7 @@ def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
     if resolved and resolves:
         last_round = max(e.round for e in resolves)
         first_resolve = min(
-            (e for e in resolves if e.round == last_round), key=lambda e: (_lc_at(e), e.occurred_at, str(e.event_id))
+            (e for e in resolves if e.round == last_round), key=lambda e: (_lc_at(e), e.occurred_at, e.event_id)
         )
         windows = [r for (s, r) in deadlines if s is Stage.RESOLVE and r <= last_round]
         window_round = max(windows) if windows else None
@@ -283,7 +434,7 @@ def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
             e for e in by_cause("approve_extension") if (window_round or 1) <= e.round <= last_round
         ]
         verdict = _on_time_class(
-            _lc_at(first_resolve), window, {str(e.event_id) for e in extensions}, bool(extensions)
+            _lc_at(first_resolve), window, {e.event_id for e in extensions}, bool(extensions)
         )
         if verdict is not None:
             case[verdict] = 1
@@ -351,7 +502,7 @@ def fold_case(complaint_id: str, facts: Iterable[Fact]) -> CaseFigures:
     return CaseFigures(profile, Contribution(profile.day, rows), standing)
 
 
-def _stage_on_time(slot: _Deadline | None, done: Sequence[LifecycleChanged], lead: str) -> bool:
+def _stage_on_time(slot: _Deadline | None, done: Sequence[LifecycleFact], lead: str) -> bool:
     """Done at or before its due (contract 7: a stage is met on time when its fact's time is at or before due_at);
     with no due known yet, the clock's final word."""
     if not done or slot is None:
@@ -370,8 +521,8 @@ def _passed(slot: _Deadline | None, lead: str) -> bool:
 
 def _overdue(
     deadlines: Mapping[tuple[Stage, int], _Deadline],
-    assignments: Sequence[ComplaintAssigned],
-    lifecycle: Sequence[LifecycleChanged],
+    assignments: Sequence[AssignedFact],
+    lifecycle: Sequence[LifecycleFact],
 ) -> bool:
     """A breach that still stands (no later `met`) on a stage of the case's current round that is not done yet."""
     return standing_breach(deadlines, assignments, lifecycle) is not None
@@ -379,8 +530,8 @@ def _overdue(
 
 def standing_breach(
     deadlines: Mapping[tuple[Stage, int], _Deadline],
-    assignments: Sequence[ComplaintAssigned],
-    lifecycle: Sequence[LifecycleChanged],
+    assignments: Sequence[AssignedFact],
+    lifecycle: Sequence[LifecycleFact],
 ) -> StandingBreach | None:
     """Of the breaches that still stand (see `_overdue`), the one with the earliest due (then stage, round): the
     case's overdue stage. A function of the facts only, so any order of them gives the same answer."""
@@ -424,6 +575,16 @@ def merge_deltas(deltas: Iterable[Mapping[tuple[date, str, str], Counts]]) -> di
         for key, c in delta.items():
             out[key] = _add(out.get(key, ZERO), c)
     return {key: out[key] for key in sorted(out) if any(out[key])}
+
+
+def fold_batch(
+    cases: Mapping[str, tuple[Contribution, FoldState]],
+) -> tuple[list[CaseFigures], dict[tuple[date, str, str], Counts]]:
+    """The touched cases of a batch, each given as (its contribution so far, its state with every fact now): their
+    figures in key order, and the one rollup delta for them all (in key order)."""
+    folded = [fold_case(cid, cases[cid][1].facts) for cid in sorted(cases)]
+    delta = merge_deltas(rollup_delta(cases[f.profile.complaint_id][0], f.contribution) for f in folded)
+    return folded, delta
 
 
 # --- the answer ----------------------------------------------------------------------------------------------
@@ -524,7 +685,10 @@ __all__ = [
     "Contribution",
     "Counts",
     "Fact",
+    "FoldState",
+    "SlimFact",
     "StandingBreach",
+    "fold_batch",
     "fold_case",
     "merge_deltas",
     "rollup_delta",

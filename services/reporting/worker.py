@@ -1,6 +1,6 @@
 """The projection: one batch of facts from the four topics in, one transaction out (facts kept by event id, the
-touched cases folded again by `projections.fold_case`, their old contribution subtracted from the rollups and the
-new one added), then the offsets are committed."""
+touched cases locked and folded again by `projections.fold_case` from their kept folded state plus the new facts,
+their old contribution subtracted from the rollups and the new one added), then the offsets are committed."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from services.reporting import store
-from services.reporting.projections import Contribution, Fact, fold_case, merge_deltas, rollup_delta
+from services.reporting.projections import Contribution, Fact, FoldState, SlimFact, fold_batch, slim
 from services.reporting.store import StoredFact
 from shared.deadletters import dead_letter_message, store_dead_letters
-from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent, dump
+from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
 from shared.kafka import RawRecord, dead_letter_of
 from shared.outbox import enqueue
 from shared.service import ServiceContext, batch_subscriber, consume_batch
@@ -79,7 +79,9 @@ class Projection:
         except ValidationError as exc:
             reason = f"not a valid {model.__name__}: {exc.errors(include_url=False, include_input=False)}"
             return dead_letter_of(record, "invalid_event", reason, now, service=SERVICE)
-        return StoredFact(str(event.event_id), event.complaint_id, kind, event.occurred_at, dump(event))
+        return StoredFact(
+            str(event.event_id), event.complaint_id, kind, event.occurred_at, event.model_dump_json(), slim(event)
+        )
 
     async def ingest(self, records: list[RawRecord]) -> None:
         ctx = self.ctx
@@ -90,24 +92,17 @@ class Projection:
             decoded = self.decode(record, now)
             (letters if isinstance(decoded, DeadLetter) else facts).append(decoded)  # type: ignore[arg-type]
         async with ctx.pool.acquire() as conn, conn.transaction():
-            touched = await store.insert_facts(conn, facts, now)
-            if touched:
-                old = await store.lock_cases(conn, touched)
-                stored = await store.case_facts(conn, touched)
-                folded = [
-                    fold_case(cid, [parse_fact(kind, body) for kind, body in stored.get(cid, [])])
-                    for cid in sorted(touched)
-                ]
-                delta = merge_deltas(
-                    rollup_delta(old.get(f.profile.complaint_id, Contribution()), f.contribution) for f in folded
-                )
-                await store.save_cases(conn, folded, now)
-                await store.add_rollups(conn, delta)
+            stored = await store.insert_facts(conn, facts, now)
+            fresh: dict[str, list[SlimFact]] = {}
+            for f in facts:
+                if f.event_id in stored:
+                    fresh.setdefault(f.complaint_id, []).append(f.fact)
+            if fresh:
+                await self.project(conn, fresh, now)
             new_letters = await store_dead_letters(conn, letters)
             await enqueue(conn, [dead_letter_message(d, ctx.topics.dlq) for d in new_letters])
-        applied = sum(1 for f in facts if f.complaint_id in touched)
-        self.metrics.facts.labels("applied").inc(applied)
-        self.metrics.facts.labels("duplicate").inc(len(facts) - applied)
+        self.metrics.facts.labels("applied").inc(len(stored))
+        self.metrics.facts.labels("duplicate").inc(len(facts) - len(stored))
         if facts:
             self.metrics.lag.set(max(0.0, (ctx.clock() - max(f.occurred_at for f in facts)).total_seconds()))
         for letter in new_letters:
@@ -118,6 +113,27 @@ class Projection:
             )
         if new_letters:
             ctx.relay.wake()
+
+    async def project(self, conn: Any, fresh: dict[str, list[SlimFact]], now: datetime) -> None:
+        """Fold the cases that got new facts (stored already in this transaction) and move the rollups.
+
+        Each case is folded from its kept state (its compact facts) plus the new ones: no stored fact is read back
+        or validated again. A case without a kept state (stored before migration 004) is folded once from all its
+        stored facts, and keeps its state from then on."""
+        locked = await store.lock_cases(conn, fresh, now)
+        missing = sorted(cid for cid, case in locked.items() if case.state is None)
+        from_store = await store.case_facts(conn, missing) if missing else {}
+        cases: dict[str, tuple[Contribution, FoldState]] = {}
+        for cid, new in fresh.items():
+            case = locked[cid]
+            if case.state is None:
+                kept = [parse_fact(kind, body) for kind, body in from_store.get(cid, [])]
+                cases[cid] = (case.contribution, FoldState().with_facts(kept))
+            else:
+                cases[cid] = (case.contribution, case.state.with_facts(new))
+        folded, delta = fold_batch(cases)
+        await store.save_cases(conn, folded, [cases[f.profile.complaint_id][1] for f in folded], now)
+        await store.add_rollups(conn, delta)
 
     async def give_up(self, record: RawRecord, exc: BaseException, attempts: int) -> None:
         """A record that failed for good for a reason other than its data: a dead letter, counted."""

@@ -2,17 +2,20 @@
 takes facts from Kafka. Prints figures; asserts nothing.
 
 1. load: N cases (default 1,000,000) over 365 days straight into the read model by COPY (cases with their
-   contribution, and the rollups they add up to), in the real schema;
-2. summary: the reporting service as its own process; `GET /v1/reports/summary` for a month grouped by department,
-   sequentially, p50 and p99 (and the other groupings' p99);
-3. projection: M cases' facts (received, assigned, accept, contact, resolve, and their SLA events) produced to the
-   four topics, and the time until the service has stored every one: facts per second.
+   contribution, and the rollups they add up to), in the real schema; then EXPLAIN ANALYZE of the summary's query
+   per grouping;
+2. summary: the reporting service as its own process; `GET /v1/reports/summary` for a month per grouping,
+   sequentially, p50 and p99;
+3. projection: the service stopped, M cases' facts (received, assigned, accept, contact, resolve, and their SLA
+   events) produced to the four topics (shuffled), the service started on that backlog, and the time from its first
+   fact stored to its last: facts per second, with the load average and the mean batch size and time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -26,7 +29,16 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.reporting.projections import COUNTS, GROUP_BY, Contribution, Counts, fold_case, rollup_delta
+from services.reporting.projections import (
+    COUNTS,
+    GROUP_BY,
+    TOTAL_DIMENSION,
+    Contribution,
+    Counts,
+    fold_case,
+    rollup_delta,
+)
+from services.reporting.store import SQL_SUMMARY
 from shared.auth import new_key
 from shared.devtools.infra.ports import free_port
 from shared.domain import Category, Channel, Kind, Urgency
@@ -99,8 +111,6 @@ def _case_rows(n: int, seed: int = 7) -> tuple[list[tuple[Any, ...]], dict[tuple
 
 
 def _json(contribution: Contribution) -> str:
-    import json
-
     return json.dumps(contribution.to_json())
 
 
@@ -156,6 +166,49 @@ def _facts(m: int) -> list[tuple[str, Event]]:
     return out
 
 
+async def _explain(url: str) -> None:
+    """EXPLAIN ANALYZE of the summary's query for June, per grouping: the scan it uses and its time in the server."""
+    conn = await asyncpg.connect(url, server_settings={"search_path": "reporting"})
+    try:
+        for group_by in GROUP_BY:
+            text = await conn.fetchval(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + SQL_SUMMARY,
+                [group_by, TOTAL_DIMENSION],
+                date(2026, 6, 1),
+                date(2026, 6, 30),
+            )
+            plan = json.loads(text)[0]
+            node, scans = plan["Plan"], []
+            stack = [node]
+            while stack:
+                n = stack.pop()
+                if "Scan" in n["Node Type"]:
+                    on = n.get("Index Name", n.get("Relation Name", ""))
+                    scans.append(f"{n['Node Type']} {on} ({n['Actual Rows']} rows)")
+                stack.extend(n.get("Plans", []))
+            _say(f"EXPLAIN summary by {group_by:<10} {', '.join(scans)}; {node['Node Type']}; "
+                 f"execution {plan['Execution Time']:.2f} ms")  # fmt: skip
+    finally:
+        await conn.close()
+
+
+def _batch_figures(metrics: str) -> str:
+    """The projection's batches from the service's own metrics: how many, their mean size and time."""
+    sums: dict[str, float] = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        for metric in ("consumer_batch_seconds_sum", "consumer_batch_seconds_count", "consumer_batch_records_sum"):
+            if name.startswith(metric + "{"):
+                sums[metric] = sums.get(metric, 0.0) + float(value)
+    n = sums.get("consumer_batch_seconds_count", 0.0)
+    if not n:
+        return "batches: none counted"
+    return (
+        f"batches: {n:,.0f}, {sums.get('consumer_batch_records_sum', 0.0) / n:,.0f} records and "
+        f"{sums.get('consumer_batch_seconds_sum', 0.0) / n * 1000:,.0f} ms each on average"
+    )
+
+
 def _start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
         [sys.executable, "-m", "shared.devtools.cli", "run", "reporting", "--port", str(port)],
@@ -195,6 +248,7 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
         _say(f"machine: {os.cpu_count()} cores; loading {args.cases:,} cases into the read model")
         load_s = await _load(url, args.cases)
         _say(f"load (build + COPY + ANALYZE)  {args.cases / load_s:>10,.0f} cases/s ({load_s:.1f} s)")
+        await _explain(url)
         port = free_port()
         proc = _start_service(env, port, tmp / "reporting.log")
         auth = {"Authorization": f"Bearer {key}"}
@@ -217,7 +271,11 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
                     f"{body['total']['received']:,} cases)"
                 )
 
-        # Projection throughput through Kafka.
+        # Projection throughput through Kafka: the service is stopped while the facts are produced, then started on
+        # the backlog, so the figure is the projection's own (not the producer's, nor the summary's load).
+        proc.terminate()
+        proc.wait(30)
+        proc = None
         topics = Topics(prefix)
         settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=url, topic_prefix=prefix)
         await ensure_topics(settings, topics.all())
@@ -227,6 +285,7 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
                    "sla": topics.sla}  # fmt: skip
         producer = make_producer(settings, "bench-reports")
         await producer.start()
+        produced = time.perf_counter()
         try:
             futures = [
                 await producer.send(by_kind[kind], e.to_json_bytes(), key=e.complaint_id.encode()) for kind, e in facts
@@ -234,6 +293,8 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
+        _say(f"produced {len(facts):,} facts in {time.perf_counter() - produced:.1f} s; starting the service on them")
+        proc = _start_service(env, port, tmp / "reporting.log")
         conn = await asyncpg.connect(url, server_settings={"search_path": "reporting"})
         try:
             started = time.perf_counter()
@@ -248,7 +309,10 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
             span = time.perf_counter() - (first[0] if first else started)
             counted = done - (first[1] if first else 0)
             _say(f"projection from Kafka: {len(facts):,} facts of {args.kafka_cases:,} cases, "
-                 f"{counted / span if span else float('nan'):,.0f} facts/s")  # fmt: skip
+                 f"{counted / span if span else float('nan'):,.0f} facts/s "
+                 f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+            async with httpx.AsyncClient(timeout=10) as plain:
+                _say(_batch_figures((await plain.get(f"http://127.0.0.1:{port}/metrics")).text))
         finally:
             await conn.close()
     finally:
