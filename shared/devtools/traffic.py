@@ -407,8 +407,10 @@ PLANTED_BURST = 6
 P(X ≥ 6 | 0.5) ≈ 1.4e-5 < 0.01 (4 would do: ≈ 0.0018; 3 would not: ≈ 0.014)."""
 PLANTED_FROM_ONE = 4
 """Of the burst, those from one enterprise: 3 or more within 30 days raise `enterprise_repeat`."""
-PLANTED_HISTORY_WEEKS = (2, 5, 8)
-"""Weeks back with one case of the planted key each: a quiet history (λ = 3/8, floored to 0.5)."""
+PLANTED_HISTORY_WEEKS = (2, 3)
+"""Weeks back with one case of the planted key each: a quiet history (λ = 2/8, floored to 0.5). Received two and three
+weeks ago (at least 5 working days even across the Spring Festival or National Day), their resolve deadlines breach
+at once. Few on purpose: early in a month they fall in the previous one, whose figures the bulletin compares with."""
 
 
 @dataclass(frozen=True)

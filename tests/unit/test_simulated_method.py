@@ -76,7 +76,7 @@ def test_the_planted_burst_is_a_rising_series_and_an_enterprise_repeat() -> None
     assert all(NOW - timedelta(minutes=1) <= c.received_at <= NOW for c in burst)
     assert poisson.sf(PLANTED_BURST - 1, 0.5) < 0.01  # the rule's floor, no history: the burst is enough alone
     history = [received(m.body) for m in series.history]
-    assert sorted((NOW - c.received_at).days // 7 for c in history) == [2, 5, 8]
+    assert sorted((NOW - c.received_at).days // 7 for c in history) == [2, 3]
     assert plant(TrafficGenerator(seed=1), NOW) == series  # deterministic under a seed
 
 
