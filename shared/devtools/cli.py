@@ -148,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--seed", type=int, default=None)
     sim.add_argument(
+        "--method",
+        type=float,
+        default=0.15,
+        metavar="SHARE",
+        help="share of portal submissions, visit records and survey responses (contract 10); 0: none",
+    )
+    sim.add_argument(
+        "--no-plant",
+        dest="plant",
+        action="store_false",
+        help="do not plant the rising series (the early warning) and the overdue history at the start",
+    )
+    sim.add_argument(
         "--no-departments",
         dest="departments",
         action="store_false",

@@ -12,8 +12,10 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +23,8 @@ from aiokafka.errors import KafkaError
 
 from shared.devtools.status import StatusLine
 from shared.devtools.stopping import Stopped, close_soon, until_stopped
-from shared.devtools.traffic import TrafficGenerator
+from shared.devtools.traffic import HttpCall, RawMessage, TrafficGenerator, plant
+from shared.domain import Category, Channel, Urgency
 from shared.kafka import make_producer
 from shared.settings import Settings
 from shared.topics import Topics
@@ -45,13 +48,18 @@ class SimulationStats:
     """Bad messages sent over HTTP: refused there with a 4xx, never dead-lettered."""
     http_status: Counter[int] = field(default_factory=Counter)
     by_channel: Counter[str] = field(default_factory=Counter)
+    planted: int = 0
+    """Messages of the planted series (history, the warning case, the rising burst)."""
+    skipped: int = 0
+    """Survey responses not sent: they go only over HTTP, and no `survey` key was given."""
 
     def line(self, elapsed: float) -> str:
         total = self.sent_kafka + self.sent_http
         rate = total / elapsed if elapsed > 0 else 0.0
         return (
             f"sent {total} ({rate:.1f}/s) kafka={self.sent_kafka} http={self.sent_http} "
-            f"dup={self.duplicates} bad={self.bad} " + " ".join(f"{k}={v}" for k, v in sorted(self.by_channel.items()))
+            f"dup={self.duplicates} bad={self.bad} planted={self.planted} "
+            + " ".join(f"{k}={v}" for k, v in sorted(self.by_channel.items()))
         )
 
     def summary(self, elapsed: float) -> str:
@@ -60,8 +68,65 @@ class SimulationStats:
             f"simulation done in {elapsed:.1f} s: {self.sent_kafka + self.sent_http} messages, "
             f"{self.duplicates} duplicates, {self.bad} bad: {bad_kafka} sent to Kafka (expect as many dead letters), "
             f"{self.bad_http} over HTTP (refused there with a 4xx, not dead-lettered); "
-            f"http statuses {dict(self.http_status)}"
+            f"http statuses {dict(self.http_status)}; {self.planted} planted (the early warning's series)"
+            + (f"; {self.skipped} survey responses not sent (no survey key)" if self.skipped else "")
         )
+
+
+PORTAL_WINDOW_S = 61.0
+"""The portal's limit counts a sliding minute; a second more keeps the simulator clear of its edge."""
+
+
+class PortalPacer:
+    """At most `limit` public portal submissions in any `PORTAL_WINDOW_S` (the rest go to `intake.portal`, as a
+    portal back end's would): the simulator never trips the limit it shares with every other client of 127.0.0.1."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.sent: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        while self.sent and now - self.sent[0] >= PORTAL_WINDOW_S:
+            self.sent.popleft()
+        if len(self.sent) >= self.limit:
+            return False
+        self.sent.append(now)
+        return True
+
+
+def warning_received_at(now: datetime, settings: Settings) -> datetime | None:
+    """A received time whose resolve deadline (default policy, or SLA_POLICY; the calendar of the settings) has
+    passed its warning but is at least 10 minutes from its due at `now`: a case received then warns at once."""
+    try:
+        from services.sla.app import load_policy
+        from services.sla.policy import resolve_deadline
+        from shared.calendar import WorkingCalendar, WorkingHours, load_overrides
+
+        path = os.environ.get("SLA_POLICY")
+        policy = load_policy(Path(path) if path else None)
+        overrides = (
+            load_overrides(settings.sla_calendar_overrides.read_text(encoding="utf-8"))
+            if settings.sla_calendar_overrides is not None
+            else None
+        )
+        calendar = WorkingCalendar.from_sources(overrides, hours=WorkingHours.parse(settings.sla_working_hours))
+    except (OSError, ValueError) as exc:
+        logging.getLogger(__name__).warning("no warning case planted: %s", exc)
+        return None
+
+    def deadline(at: datetime) -> tuple[datetime, datetime]:
+        found = resolve_deadline(policy, calendar, at, category=Category.GOVERNMENT_SERVICES, urgency=Urgency.NORMAL)
+        assert found is not None
+        return found.warn_at, found.due_at
+
+    low, high = now - timedelta(days=30), now  # warn_at grows with the received time: the latest one still warned
+    if deadline(low)[0] > now:
+        return None
+    while high - low > timedelta(minutes=1):
+        mid = low + (high - low) / 2
+        low, high = (mid, high) if deadline(mid)[0] <= now else (low, mid)
+    warn_at, due_at = deadline(low)
+    return low if warn_at <= now and due_at >= now + timedelta(minutes=10) else None
 
 
 async def simulate(
@@ -79,9 +144,17 @@ async def simulate(
     stop: asyncio.Event | None = None,
     progress: bool = True,
     status: StatusLine | None = None,
+    method: float = 0.0,
+    plant_series: bool = False,
+    plant_after_s: float = 5.0,
 ) -> SimulationStats:
+    """`method`: the share of the traffic that is portal submissions, visits and surveys (contract 10). The portal
+    posts publicly to intake (paced under PORTAL_RATE_LIMIT), the rest over `intake.portal`; visits over HTTP for
+    half of them when there is a `visit` key, else `intake.visit`; surveys only over HTTP (no raw topic),
+    skipped without a `survey` key. `plant_series`: the quiet history (and a case warning now) at the start, then
+    after `plant_after_s` the rising series of one (region, category) and one enterprise (see traffic.plant)."""
     topics = Topics(settings.topic_prefix)
-    gen = TrafficGenerator(seed=seed, duplicates=duplicates, bad=bad)
+    gen = TrafficGenerator(seed=seed, duplicates=duplicates, bad=bad, method=method)
     stats = SimulationStats()
     stop = stop or asyncio.Event()
     producer = make_producer(settings, client_id="complaints-simulator")
@@ -96,19 +169,80 @@ async def simulate(
     except Stopped:
         await close_soon(producer.stop())
         return stats
-    client = (
-        httpx.AsyncClient(base_url=intake_url, timeout=10) if (http_share > 0 and intake_url and channel_keys) else None
-    )
+    keys = channel_keys or {}
+    wants_http = (http_share > 0 and bool(keys)) or method > 0
+    client = httpx.AsyncClient(base_url=intake_url, timeout=10) if (wants_http and intake_url) else None
+    pacer = PortalPacer(settings.portal_rate_limit - 2)
     status = status or (StatusLine(sys.stderr) if progress else None)
     started = time.monotonic()
     last_print = 0.0
     n = 0
     pending: list[asyncio.Future[object]] = []
+    burst: list[RawMessage] = []
+
+    async def post(call: HttpCall, key: str | None) -> None:
+        assert client is not None
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        try:
+            resp = await until_stopped(client.post(call.path, content=call.body, headers=headers), stop)
+            stats.http_status[resp.status_code] += 1
+        except httpx.HTTPError:
+            stats.http_status[0] += 1
+        stats.sent_http += 1
+
+    async def to_kafka(msg: RawMessage) -> None:
+        fut = await until_stopped(
+            producer.send(topics.intake(msg.channel), msg.body, key=msg.key.encode() if msg.key else None), stop
+        )
+        pending.append(fut)
+        stats.sent_kafka += 1
+        if len(pending) >= 200:
+            await until_stopped(asyncio.gather(*pending), stop)
+            pending.clear()
+
+    async def send(msg: RawMessage) -> None:
+        channel = msg.channel.value
+        stats.by_channel[channel] += 1
+        if msg.http is not None:  # the method's channels
+            if msg.channel is Channel.PORTAL and client is not None and pacer.take(time.monotonic()):
+                await post(msg.http, None)
+            elif msg.channel is Channel.SURVEY:
+                if client is not None and channel in keys:
+                    await post(msg.http, keys[channel])
+                else:
+                    stats.skipped += 1
+            elif msg.channel is Channel.VISIT and client is not None and channel in keys and gen.rng.random() < 0.5:
+                await post(msg.http, keys[channel])
+            else:
+                await to_kafka(msg)
+            return
+        stats.duplicates += msg.duplicate_of is not None
+        stats.bad += msg.bad_reason is not None
+        if client is not None and channel in keys and gen.rng.random() < http_share:
+            stats.bad_http += msg.bad_reason is not None
+            await post(HttpCall(f"/v1/intake/{channel}", msg.body), keys[channel])
+        else:
+            await to_kafka(msg)
+
     try:
+        if plant_series:
+            now = datetime.now(UTC)
+            series = plant(gen, now, warning_received_at(now, settings))
+            for msg in series.history:
+                await send(msg)
+            stats.planted += len(series.history)
+            burst = series.burst
         while not stop.is_set():
+            elapsed = time.monotonic() - started
+            if burst and (elapsed >= plant_after_s or (count and n >= count) or (duration and elapsed >= duration)):
+                for msg in burst:  # the rising series: all at once, within the running week
+                    await send(msg)
+                stats.planted += len(burst)
+                burst = []
             if count and n >= count:
                 break
-            elapsed = time.monotonic() - started
             if duration and elapsed >= duration:
                 break
             due = started + n / rate if rate > 0 else time.monotonic()
@@ -116,39 +250,8 @@ async def simulate(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), due - time.monotonic())
                 continue
-            msg = gen.next()
             n += 1
-            stats.by_channel[msg.channel.value] += 1
-            stats.duplicates += msg.duplicate_of is not None
-            stats.bad += msg.bad_reason is not None
-            if client is not None and channel_keys and gen.rng.random() < http_share:
-                stats.bad_http += msg.bad_reason is not None
-                try:
-                    resp = await until_stopped(
-                        client.post(
-                            f"/v1/intake/{msg.channel.value}",
-                            content=msg.body,
-                            headers={
-                                "Authorization": f"Bearer {channel_keys[msg.channel.value]}",
-                                "Content-Type": "application/json",
-                            },
-                        ),
-                        stop,
-                    )
-                    stats.http_status[resp.status_code] += 1
-                except httpx.HTTPError:
-                    stats.http_status[0] += 1
-                stats.sent_http += 1
-            else:
-                fut = await until_stopped(
-                    producer.send(topics.intake(msg.channel), msg.body, key=msg.key.encode() if msg.key else None),
-                    stop,
-                )
-                pending.append(fut)
-                stats.sent_kafka += 1
-                if len(pending) >= 200:
-                    await until_stopped(asyncio.gather(*pending), stop)
-                    pending.clear()
+            await send(gen.next())
             if status is not None and time.monotonic() - last_print > 1.0:
                 last_print = time.monotonic()
                 status.show(stats.line(time.monotonic() - started))
@@ -257,6 +360,8 @@ def run_simulate_cli(args: argparse.Namespace) -> int:
             channel_keys=keys or None,
             seed=args.seed,
             status=status,
+            method=getattr(args, "method", 0.0),
+            plant_series=getattr(args, "plant", False),
         )
 
     try:

@@ -15,11 +15,8 @@ import contextlib
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -28,17 +25,21 @@ import yaml
 from shared.calendar import as_local
 from shared.devtools.catalog import available_services
 from shared.devtools.departments import DepartmentSimulator
-from shared.devtools.infra.ports import free_port
 from shared.devtools.simulate import simulate
 from shared.observability import CONTRACT_METRICS
-from tests.support.infra import REPO, Env, ServiceProcess
+from tests.support.infra import Env, ServiceProcess
+from tests.support.prometheus import (
+    PROMETHEUS_DIR,
+    panel_queries,
+    panels_without_data,
+    query,
+    running_prometheus,
+    targets_down,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
-PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
-DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
-# Grafana's variables, given the values a short run can fill: rate over 30 s (30 scrapes), totals since start.
-VARIABLES = {"$__rate_interval": "30s", "$__range": "15m"}
 # Seconds on an all-day clock: departments accept after 2-10 s and resolve within about a minute, so some
 # deadlines warn, some breach and some are met in the first minute.
 POLICY = {
@@ -85,21 +86,6 @@ def test_promtool_checks_the_config_the_rules_and_every_alert() -> None:
     assert alerts == tested, f"alerts without a unit test that makes them fire: {sorted(alerts - tested)}"
 
 
-def panel_queries() -> list[tuple[str, str, str]]:
-    """(dashboard, panel title, PromQL with Grafana's variables replaced) for every target of every panel."""
-    out = []
-    for path in DASHBOARDS:
-        board = json.loads(path.read_text(encoding="utf-8"))
-        for panel in board["panels"]:
-            for target in panel["targets"]:
-                expr = target["expr"]
-                for variable, value in VARIABLES.items():
-                    expr = expr.replace(variable, value)
-                assert "$" not in expr, f"{path.stem} / {panel['title']}: unreplaced variable in {expr}"
-                out.append((path.stem, panel["title"], expr))
-    return out
-
-
 def service_environ(env: Env) -> dict[str, str]:
     policy = env.tmp / "sla-policy.json"
     policy.write_text(json.dumps(POLICY))
@@ -115,74 +101,6 @@ def service_environ(env: Env) -> dict[str, str]:
         SLA_GAUGE_INTERVAL_S="1",
         LAG_INTERVAL_S="1",
     )
-
-
-def prometheus_config(path: Path, services: dict[str, ServiceProcess]) -> None:
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "rule_files": [str(p) for p in sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))],
-        "scrape_configs": [
-            {
-                "job_name": "complaints",
-                "honor_labels": True,
-                "static_configs": [
-                    {"targets": [f"127.0.0.1:{proc.port}"], "labels": {"service": name}}
-                    for name, proc in services.items()
-                ],
-            }
-        ],
-    }
-    path.write_text(yaml.safe_dump(config))
-
-
-@contextlib.contextmanager
-def running_prometheus(tmp: Path, services: dict[str, ServiceProcess]) -> Any:
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is missing: apt-get install prometheus (.ci/run does it)"
-    config = tmp / "prometheus.yml"
-    prometheus_config(config, services)
-    port = free_port()
-    log = (tmp / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-
-
-async def query(http: httpx.AsyncClient, expr: str) -> list[dict[str, Any]]:
-    resp = await http.get("/api/v1/query", params={"query": expr})
-    body = resp.json()
-    assert resp.status_code == 200, f"{expr}: {resp.status_code} {body}"
-    assert body["status"] == "success", f"{expr}: {body}"
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
-async def wait_for(what: str, check: Any, timeout_s: float, every_s: float = 1.0) -> Any:
-    """Call the async `check` until it returns a falsy 'missing' value; fail with the last one at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    missing = await check()
-    while missing and time.monotonic() < deadline:
-        await asyncio.sleep(every_s)
-        missing = await check()
-    assert not missing, f"{what}: still missing after {timeout_s:.0f} s: {missing}"
 
 
 @contextlib.asynccontextmanager
@@ -214,21 +132,13 @@ async def test_prometheus_scrapes_the_services_and_every_panel_has_data(env: Env
     try:
         for name in names:
             services[name] = ServiceProcess(name, environ, env.tmp / f"{name}.log").start()
-        with running_prometheus(env.tmp, services) as (url, proc):
+        with running_prometheus(env.tmp, {name: p.port for name, p in services.items()}) as (url, proc):
             async with httpx.AsyncClient(base_url=url, timeout=10) as http, traffic(env):
 
-                async def targets_down() -> list[str]:
-                    if proc.poll() is not None:
-                        pytest.fail(f"prometheus exited: {(env.tmp / 'prometheus.log').read_text()[-3000:]}")
-                    try:
-                        resp = await http.get("/api/v1/targets")
-                    except httpx.HTTPError as exc:
-                        return [f"prometheus not answering: {exc!r}"]
-                    active = resp.json()["data"]["activeTargets"]
-                    up = {t["labels"]["service"] for t in active if t["health"] == "up"}
-                    return sorted(set(services) - up)
+                async def down() -> list[str]:
+                    return await targets_down(http, proc, env.tmp / "prometheus.log", set(services))
 
-                await wait_for("targets up", targets_down, timeout_s=60)
+                await wait_for("targets up", down, timeout_s=60)
 
                 for name, service in services.items():  # each declares, on its own /metrics, every name it owns
                     text = (await http.get(f"{service.url}/metrics")).text
@@ -257,16 +167,10 @@ async def test_prometheus_scrapes_the_services_and_every_panel_has_data(env: Env
                 queries = panel_queries()
                 assert len(queries) >= 25
 
-                async def panels_without_data() -> list[str]:
-                    """Queries with an empty result, or only NaN (a ratio or quantile of nothing yet)."""
-                    empty = []
-                    for board, title, expr in queries:
-                        values = [float(s["value"][1]) for s in await query(http, expr)]
-                        if not any(v == v for v in values):
-                            empty.append(f"{board} / {title}: {expr} -> {values}")
-                    return empty
+                async def no_data() -> list[str]:
+                    return await panels_without_data(http, queries)
 
-                await wait_for("every panel's query returns data", panels_without_data, timeout_s=240, every_s=2)
+                await wait_for("every panel's query returns data", no_data, timeout_s=240, every_s=2)
 
                 rules = (await http.get("/api/v1/rules")).json()["data"]["groups"]
                 unhealthy = [
