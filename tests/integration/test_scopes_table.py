@@ -116,7 +116,7 @@ def _variants(template: str, case_id: str) -> list[tuple[dict[str, str], str | N
         return [({"code": LEAD}, None), ({"code": WRONG}, None)]
     if "complaint_id" in names:
         return [({"complaint_id": case_id}, LEAD), ({"complaint_id": "hotline:NO-SUCH-CASE"}, None)]
-    return [({n: "nosuch1" for n in names}, None)]
+    return [(dict.fromkeys(names, "nosuch1"), None)]
 
 
 def _body(method: str, template: str, params: dict[str, str]) -> bytes | None:
@@ -142,10 +142,10 @@ def probes(stack: Stack, documents: dict[str, dict[str, Any]]) -> list[Probe]:
                 if method not in METHODS:
                     continue
                 scopes = tuple(op["x-scopes"])
-                for params, subject in _variants(template, stack.case_id):
+                for params, case_department in _variants(template, stack.case_id):
                     body = _body(method, template, params)
-                    if template.endswith("/actions"):
-                        subject = LEAD  # the body names the lead department, whatever the case
+                    # An action's body names the lead department, whatever the case.
+                    subject = LEAD if template.endswith("/actions") else case_department
                     table.append(Probe(service, method, template, scopes, tuple(params.items()), subject, body))
     return table
 
@@ -233,4 +233,4 @@ async def test_every_scope_against_every_endpoint(stack: Stack) -> None:
         print(f"  {service:9} {method:5} {template:48} {want:8} {n}")
     assert not wrong, "\n".join(sorted(wrong))
     passing = Counter(w for _, _, w, _ in outcomes)
-    assert passing["pass"] and passing["403"] and passing["401"], passing
+    assert min(passing["pass"], passing["403"], passing["401"]) > 0, passing
