@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from shared.devtools.catalog import available_services
+from shared.devtools.traffic import make_uscc
 from tests.support.infra import REPO, Env, ServiceProcess, collect, metric_sum
 
 pytestmark = pytest.mark.integration
@@ -41,7 +43,7 @@ def phones_in(text: str) -> list[str]:
 def portal_submission(n: int, phone: str, **extra: Any) -> dict[str, Any]:
     return {
         "enterprise_name": "开鲁县某食品有限公司",
-        "credit_code": "91150523MA0N8K9X1B",
+        "credit_code": make_uscc(random.Random(n), "150523"),
         "region": "150523",
         "category": "utilities",
         "kind": "complaint",
@@ -62,7 +64,7 @@ async def test_no_phone_in_clear_in_any_log(env: Env) -> None:
     try:
         keys = [f"--channel-key={c}={env.keys[f'channel:{c}']}" for c in ("hotline", "complaint_line", "supervisor")]
         with sim_log.open("ab") as out:
-            simulator = subprocess.Popen(
+            simulator = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited on
                 [
                     *(sys.executable, "-m", "shared.devtools.cli", "simulate"),
                     *("--count", str(COUNT), "--rate", "80", "--bad", "0.2", "--http-share", "0.3"),
