@@ -104,19 +104,56 @@ def storable_text(text: str) -> str:
     return text
 
 
+class KafkaSecurityError(ValueError):
+    """The KAFKA_* security settings cannot be honoured; the message names the setting."""
+
+
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+"""The SASL mechanisms a service can use with a username and password (aiokafka and FastStream both take these)."""
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """A verifying TLS context (certificate and host name checked) for SSL and SASL_SSL, trusting KAFKA_SSL_CAFILE if
+    given, else the system's CAs; None for the plaintext protocols."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    cafile = settings.kafka_ssl_cafile
+    if cafile is not None and not cafile.is_file():
+        raise KafkaSecurityError(f"KAFKA_SSL_CAFILE {cafile} is not a readable file")
+    try:
+        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise KafkaSecurityError(f"KAFKA_SSL_CAFILE {cafile} holds no usable CA certificate: {exc}") from exc
+
+
+def sasl_credentials(settings: Settings) -> tuple[str, str, str] | None:
+    """(mechanism, username, password) for the SASL protocols, None for the others. A mechanism we cannot use, or a
+    missing username or password, is refused here: never quietly replaced by PLAIN, which would send the password."""
+    if not settings.kafka_security_protocol.startswith("SASL"):
+        return None
+    mechanism = (settings.kafka_sasl_mechanism or "PLAIN").strip().upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise KafkaSecurityError(
+            f"KAFKA_SASL_MECHANISM {settings.kafka_sasl_mechanism!r} is not supported: use one of "
+            f"{', '.join(SASL_MECHANISMS)}"
+        )
+    if not settings.kafka_sasl_username:
+        raise KafkaSecurityError(f"KAFKA_SASL_USERNAME is needed with {settings.kafka_security_protocol}")
+    if settings.kafka_sasl_password is None:
+        raise KafkaSecurityError(f"KAFKA_SASL_PASSWORD is needed with {settings.kafka_security_protocol}")
+    return mechanism, settings.kafka_sasl_username, settings.kafka_sasl_password.get_secret_value()
+
+
 def security_kwargs(settings: Settings) -> dict[str, Any]:
-    """aiokafka's security arguments from the contract's KAFKA_* settings."""
+    """aiokafka's security arguments from the contract's KAFKA_* settings (producers, admin clients, readers);
+    `shared.service` builds FastStream's security object from the same two functions."""
     kwargs: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        kwargs["ssl_context"] = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-    if settings.kafka_security_protocol.startswith("SASL"):
-        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
-        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
-        kwargs["sasl_plain_password"] = (
-            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
-        )
+    context = ssl_context(settings)
+    if context is not None:
+        kwargs["ssl_context"] = context
+    sasl = sasl_credentials(settings)
+    if sasl is not None:
+        kwargs["sasl_mechanism"], kwargs["sasl_plain_username"], kwargs["sasl_plain_password"] = sasl
     return kwargs
 
 

@@ -31,7 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from faststream.specification import AsyncAPI
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -50,6 +50,8 @@ from shared.kafka import (
     make_producer,
     process_with_retries,
     raw_decoder,
+    sasl_credentials,
+    ssl_context,
 )
 from shared.lag import LagMonitor
 from shared.migrate import migrate
@@ -93,23 +95,15 @@ class ServiceContext:
 Setup = Callable[[ServiceContext], Awaitable[None]]
 
 
-def _broker_security(settings: Settings) -> Any:
-    import ssl
-
-    ctx = None
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        ctx = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
-    if not settings.kafka_security_protocol.startswith("SASL"):
-        if ctx is not None:
-            from faststream.security import BaseSecurity
-
-            return BaseSecurity(ssl_context=ctx)
-        return None
-    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
-    user = settings.kafka_sasl_username or ""
-    mech = (settings.kafka_sasl_mechanism or "PLAIN").upper()
-    cls = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}.get(mech, SASLPlaintext)
-    return cls(username=user, password=password, ssl_context=ctx)
+def _broker_security(settings: Settings) -> BaseSecurity | None:
+    """FastStream's security object for its consumers, from the same settings and checks as `security_kwargs`."""
+    context = ssl_context(settings)
+    sasl = sasl_credentials(settings)
+    if sasl is None:
+        return None if context is None else BaseSecurity(ssl_context=context)
+    mechanism, user, password = sasl
+    kind = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mechanism]
+    return kind(username=user, password=password, ssl_context=context)
 
 
 def load_keys(settings: Settings) -> KeyRing:

@@ -174,6 +174,8 @@ async def department_cases(
 )
 async def get_case(complaint_id: IdentifierPath, request: Request, caller: Principal = CallerDep) -> JSONResponse:
     ctx, _ = _routing(request)
+    if not caller.is_admin and caller.department() is None:  # before the lookup: a 404 would say the case exists
+        raise HTTPException(403, {"error": "forbidden", "reason": "this needs a department's key or the admin key"})
     row = await store.case(ctx.pool, complaint_id)
     if row is None:
         raise HTTPException(404, {"error": "not_found", "reason": f"no case {complaint_id}"})
@@ -404,4 +406,3 @@ def _clash(new: RuleSet, existing: Sequence[RuleSet]) -> str | None:
                 "give the new set another effective_from"
             )
     return None
-

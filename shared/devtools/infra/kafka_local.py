@@ -77,6 +77,31 @@ def ensure_jars(quiet: bool = True) -> Path:
     return target
 
 
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class SaslSsl:
+    """An opt-in SASL_SSL listener for clients (the services' production setting, contract 5): TLS with the broker's
+    key and certificate chain from one PEM file (an unencrypted PKCS#8 key), SCRAM-SHA-512 users created when the log
+    directory is formatted (`StorageTool format --add-scram`). The controller and the broker's own traffic stay on
+    PLAINTEXT loopback listeners."""
+
+    keystore_pem: Path
+    users: dict[str, str]
+
+    def __post_init__(self) -> None:
+        for name, password in self.users.items():
+            for text in (name, password):
+                if not text or any(not (c.isascii() and (c.isalnum() or c in "-_.")) for c in text):
+                    raise InfraError(f"SCRAM user names and passwords here are [A-Za-z0-9._-]+, not {text!r}")
+
+    def scram_args(self) -> list[str]:
+        return [
+            a for n, pw in self.users.items() for a in ("--add-scram", f"{SCRAM_MECHANISM}=[name={n},password={pw}]")
+        ]
+
+
 @dataclass
 class LocalKafka:
     """One local broker. `start()` blocks until it answers; `stop()` stops it and waits."""
@@ -86,8 +111,11 @@ class LocalKafka:
     partitions: int = 6
     heap: str = "512m"
     keep_data: bool = False
+    sasl_ssl: SaslSsl | None = None
+    """Clients connect over SASL_SSL on `port` (see SaslSsl); the broker's own listener is then on `internal_port`."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     controller_port: int = field(default=0, init=False)
+    internal_port: int = field(default=0, init=False)
     _own_dir: bool = field(default=False, init=False)
     _out_from: int = field(default=0, init=False)
     """Where this run's output starts in `server.out` (kept across runs): readiness reads only this run's."""
@@ -122,9 +150,26 @@ class LocalKafka:
             "log.retention.hours": "168",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if self.sasl_ssl is not None:
+            props.update(self._sasl_ssl_props(self.sasl_ssl))
         path = log_dir.parent / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
+
+    def _sasl_ssl_props(self, sasl: SaslSsl) -> dict[str, str]:
+        internal = f"PLAINTEXT://127.0.0.1:{self.internal_port}"
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{self.port},{internal},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{self.port},{internal}",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(sasl.keystore_pem),
+            "ssl.client.auth": "none",
+        }
 
     def start(self, timeout_s: float = 90.0) -> LocalKafka:
         jars = ensure_jars()
@@ -135,6 +180,8 @@ class LocalKafka:
             )
         self.port = free_port(self.port)
         self.controller_port = free_port()
+        if self.sasl_ssl is not None:
+            self.internal_port = free_port()
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-"))
             self._own_dir = True
@@ -153,8 +200,19 @@ class LocalKafka:
         ]
         if fresh:
             cluster_id = uuid.uuid4().hex[:22]
+            scram = self.sasl_ssl.scram_args() if self.sasl_ssl is not None else []
             fmt = subprocess.run(
-                [*base, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)],
+                [
+                    *base,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                    *scram,
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
