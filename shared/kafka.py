@@ -124,7 +124,8 @@ async def ensure_topics(
     settings: Settings, topics: Sequence[str], partitions: int | None = None, log_append_time: Sequence[str] = ()
 ) -> None:
     """Create the topics the project uses (idempotent), so partition counts are ours, not auto-creation's. Topics in
-    `log_append_time` are stamped by the broker on append: their record time is when the product took the fact."""
+    `log_append_time` are stamped by the broker on append: their record time is when the product took the fact.
+    Replicas: TOPIC_REPLICATION_FACTOR (1 on one broker, 3 on a cluster, whose `min.insync.replicas` is 2)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security_kwargs(settings))
     await admin.start()
     try:
@@ -137,7 +138,7 @@ async def ensure_topics(
                         NewTopic(
                             t,
                             num_partitions=partitions or settings.topic_partitions,
-                            replication_factor=1,
+                            replication_factor=settings.topic_replication_factor,
                             topic_configs={"message.timestamp.type": "LogAppendTime"} if t in log_append_time else {},
                         )
                         for t in missing

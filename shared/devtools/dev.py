@@ -18,6 +18,7 @@ import httpx
 
 from shared.auth import new_key
 from shared.devtools.catalog import available_services
+from shared.devtools.infra.kafka_cluster import KafkaCluster
 from shared.devtools.infra.kafka_local import InfraError, LocalKafka
 from shared.devtools.infra.postgres_local import LocalPostgres
 from shared.domain import DEPARTMENTS, Channel
@@ -64,7 +65,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60
 def run_dev(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir or Path(".run")
     env = os.environ.copy()
-    kafka: LocalKafka | None = None
+    kafka: LocalKafka | KafkaCluster | None = None
     pg: LocalPostgres | None = None
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stop = False
@@ -76,7 +77,13 @@ def run_dev(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        if "KAFKA_BOOTSTRAP_SERVERS" not in env:
+        if "KAFKA_BOOTSTRAP_SERVERS" not in env and getattr(args, "brokers", 1) > 1:
+            print(f"starting Apache Kafka (KRaft), a cluster of {args.brokers} …", flush=True)
+            cluster_dir = data_dir.resolve() / "kafka-cluster"
+            kafka = KafkaCluster(args.brokers, cluster_dir, keep_data=True, first_port=args.kafka_port).start()
+            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap
+            env.setdefault("TOPIC_REPLICATION_FACTOR", "3")
+        elif "KAFKA_BOOTSTRAP_SERVERS" not in env:
             print("starting Apache Kafka (KRaft) …", flush=True)
             kafka = LocalKafka(port=args.kafka_port, data_dir=data_dir.resolve() / "kafka", keep_data=True).start()
             env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap
@@ -84,7 +91,11 @@ def run_dev(args: argparse.Namespace) -> int:
             print("starting PostgreSQL …", flush=True)
             pg = LocalPostgres(data_dir=data_dir.resolve() / "postgres", keep_data=True).start()
             env["DATABASE_URL"] = pg.url
-        settings = Settings(kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], database_url=env["DATABASE_URL"])
+        settings = Settings(
+            kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+            database_url=env["DATABASE_URL"],
+            topic_replication_factor=int(env.get("TOPIC_REPLICATION_FACTOR", "1")),
+        )
         asyncio.run(migrate(settings.database_url))
         topics = Topics(settings.topic_prefix)
         asyncio.run(ensure_topics(settings, topics.all(), log_append_time=topics.stamped_by_broker()))
