@@ -97,9 +97,8 @@ class World:
         return proc
 
     async def start(self, *names: str) -> None:
-        for name in names or tuple(self.procs):  # one after the other: a fresh group coordinator takes a while
-            proc = self.procs.get(name) or self.add(name)
-            await asyncio.to_thread(proc.start, 120.0)
+        procs = [self.procs.get(name) or self.add(name) for name in names or tuple(self.procs)]
+        await asyncio.gather(*(asyncio.to_thread(proc.start, 180.0) for proc in procs))
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -398,9 +397,34 @@ async def check_reports(env: Env, reporting: ServiceProcess, timeout_s: float = 
                 got.pop("as_of", None)
                 if got == body:
                     return []
-                last = _diff(body, got)
+                last = _diff(body, got) + await _read_model_consistency(env)
             await asyncio.sleep(1.0)
     return [f"reports differ from the facts: {last}"]
+
+
+async def _read_model_consistency(env: Env) -> str:
+    """Whether reporting's rollups still equal the sum of its own cases' contributions (a diagnosis, for the message)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(env.database_url)
+    try:
+        rows = await conn.fetch("SELECT contribution FROM reporting.cases")
+        rollup = await conn.fetchrow(
+            "SELECT sum(received)::bigint AS received, sum(assignments)::bigint AS assignments"
+            " FROM reporting.rollups WHERE dimension = 'total'"
+        )
+    finally:
+        await conn.close()
+    received = assignments = 0
+    for row in rows:
+        for dimension, _key, counts in json.loads(row["contribution"]).get("rows", []):
+            if dimension == TOTAL_DIMENSION:
+                received += counts[0]
+                assignments += counts[7]
+    return (
+        f"; reporting's own cases sum to received={received} assignments={assignments},"
+        f" its rollups hold received={rollup['received']} assignments={rollup['assignments']}"
+    )
 
 
 def _diff(want: dict[str, Any], got: dict[str, Any]) -> str:
