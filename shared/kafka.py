@@ -105,6 +105,11 @@ def security_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def bootstrap_list(settings: Settings) -> list[str]:
+    """KAFKA_BOOTSTRAP_SERVERS (`host:port[,host:port…]`) as the list of addresses FastStream needs."""
+    return [a.strip() for a in settings.kafka_bootstrap_servers.split(",") if a.strip()]
+
+
 def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     """acks=all and idempotence on (aiokafka's defaults are acks=1 without it); batches big enough for 500+ messages."""
     return AIOKafkaProducer(
