@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit integration lint typecheck bench clean kafka-jars system-deps
+.PHONY: install run test unit integration faults lint typecheck bench clean kafka-jars system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,14 +29,20 @@ system-deps:
 	@bash deploy/system-deps.sh
 
 ## Lint, type-check, then every test tier; integration tests start real Kafka and PostgreSQL themselves.
+## Of the fault suite, one scenario of each kind (faults_quick); `make faults` runs them all.
+QUICK := -m "not faults or faults_quick"
 test: install kafka-jars system-deps lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(QUICK) tests
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/contract
 
 integration: install kafka-jars system-deps
-	$(BIN)/python -m pytest -q tests/integration tests/e2e
+	$(BIN)/python -m pytest -q $(QUICK) tests/integration tests/e2e
+
+## Every scenario of the fault suite (RELIABILITY.md 10-18), with its summary table (docs/operations.md).
+faults: install kafka-jars system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rA -m faults tests/e2e/test_fault_suite.py
 
 lint: install
 	$(BIN)/ruff check shared services tests

@@ -157,6 +157,11 @@ def security_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def bootstrap_list(settings: Settings) -> list[str]:
+    """KAFKA_BOOTSTRAP_SERVERS (`host:port[,host:port…]`) as the list of addresses FastStream needs."""
+    return [a.strip() for a in settings.kafka_bootstrap_servers.split(",") if a.strip()]
+
+
 def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     """acks=all and idempotence on (aiokafka's defaults are acks=1 without it); batches big enough for 500+ messages."""
     return AIOKafkaProducer(
@@ -177,7 +182,8 @@ async def ensure_topics(
 ) -> None:
     """Create the topics the project uses (idempotent), so partition counts are ours, not auto-creation's. Topics in
     `log_append_time` are stamped by the broker on append: their record time is when the product took the fact. The
-    dead-letter topic takes messages up to `DLQ_MAX_MESSAGE_BYTES`."""
+    dead-letter topic takes messages up to `DLQ_MAX_MESSAGE_BYTES`. Replicas: TOPIC_REPLICATION_FACTOR (1 on one
+    broker, 3 on a cluster, whose `min.insync.replicas` is 2)."""
     dlq = Topics(settings.topic_prefix).dlq
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security_kwargs(settings))
     await admin.start()
@@ -191,7 +197,7 @@ async def ensure_topics(
                         NewTopic(
                             t,
                             num_partitions=partitions or settings.topic_partitions,
-                            replication_factor=1,
+                            replication_factor=settings.topic_replication_factor,
                             topic_configs={
                                 **({"message.timestamp.type": "LogAppendTime"} if t in log_append_time else {}),
                                 **({"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)} if t == dlq else {}),

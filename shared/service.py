@@ -46,6 +46,7 @@ from shared.kafka import (
     GiveUpFn,
     Health,
     RawRecord,
+    bootstrap_list,
     ensure_topics,
     make_producer,
     process_with_retries,
@@ -144,7 +145,7 @@ def create_service_app(
         producer = make_producer(cfg, client_id=f"complaints-{name}")
         await producer.start()
         broker = KafkaBroker(
-            cfg.kafka_bootstrap_servers,
+            bootstrap_list(cfg),  # FastStream takes a string as one host: a cluster's list must be split
             client_id=f"complaints-{name}",
             security=_broker_security(cfg),
             logger=logging.getLogger(f"faststream.{name}"),

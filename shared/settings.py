@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     topic_partitions: int = Field(default=6, ge=1, description="Partitions of topics the project creates.")
+    topic_replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of topics the project creates (3 on a cluster)."
+    )
     consumer_max_records: int = Field(default=500, ge=1, le=10_000)
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     kafka_send_timeout_s: float = Field(default=10.0, gt=0)

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="the whole system on this machine (own Kafka and PostgreSQL unless told)")
     dev.add_argument("--simulate", type=float, default=0.0, metavar="N", help="feed N complaints a second")
     dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.add_argument("--brokers", type=int, choices=(1, 3), default=1, help="3: a KRaft cluster (replication 3)")
     dev.add_argument("--port-base", type=int, default=8080, help="services listen on N+1 … N+4 (default 8080)")
     dev.add_argument(
         "--data-dir",

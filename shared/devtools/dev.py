@@ -27,12 +27,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 import yaml
 
 from shared.auth import digest, new_key
 from shared.devtools.catalog import available_services
+from shared.devtools.infra.kafka_cluster import KafkaCluster
 from shared.devtools.infra.kafka_local import InfraError, LocalKafka
 from shared.devtools.infra.lock import DirectoryBusyError, DirectoryLock
 from shared.devtools.infra.ports import die_with_parent, port_is_free, wait_for_port
@@ -211,6 +213,7 @@ class DevStack:
         self.args, self.data_dir, self.lock, self.out = args, data_dir, lock, out
         self.env = os.environ.copy()
         self.kafka: LocalKafka | None = None
+        self.cluster: KafkaCluster | None = None  # --brokers 3
         self.pg: LocalPostgres | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.phase = "starting"
@@ -250,6 +253,8 @@ class DevStack:
             if running is not None:
                 with contextlib.suppress(OSError):
                     running.kill()
+        for node in self.cluster.nodes if self.cluster is not None else ():
+            node.kill()
 
     # output --------------------------------------------------------------------------------------------------
 
@@ -318,6 +323,16 @@ class DevStack:
                 f"port {', '.join(taken)} is taken by another program: give the services other ports, e.g. "
                 f'`--port-base 9080` (`make run ARGS="--port-base 9080"`)'
             )
+        if "KAFKA_BOOTSTRAP_SERVERS" not in env and getattr(self.args, "brokers", 1) > 1:
+            self.say(f"starting Apache Kafka (KRaft), a cluster of {self.args.brokers} …")
+            self.cluster = KafkaCluster(self.args.brokers, self.data_dir / "kafka-cluster", keep_data=True,
+                                        first_port=self.args.kafka_port)  # fmt: skip
+            self.cluster.start()
+            for node in self.cluster.nodes:
+                if node.process is not None:
+                    self.lock.note_child(f"kafka-{node.node_id}", node.process.pid)
+            env["KAFKA_BOOTSTRAP_SERVERS"] = self.cluster.bootstrap
+            env.setdefault("TOPIC_REPLICATION_FACTOR", "3")
         if "KAFKA_BOOTSTRAP_SERVERS" not in env:
             self.say("starting Apache Kafka (KRaft) …")
             self.kafka = LocalKafka(port=self.args.kafka_port, data_dir=self.data_dir / "kafka", keep_data=True)
@@ -332,7 +347,11 @@ class DevStack:
             assert self.pg.process is not None
             self.lock.note_child("postgres", self.pg.process.pid)
             env["DATABASE_URL"] = self.pg.url
-        settings = Settings(kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], database_url=env["DATABASE_URL"])
+        settings = Settings(
+            kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+            database_url=env["DATABASE_URL"],
+            topic_replication_factor=int(env.get("TOPIC_REPLICATION_FACTOR", "1")),
+        )
         asyncio.run(migrate(settings.database_url))
         topics = Topics(settings.topic_prefix)
         asyncio.run(ensure_topics(settings, topics.all(), log_append_time=topics.stamped_by_broker()))
@@ -432,7 +451,7 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(2)
-        servers = [s for s in (self.kafka, self.pg) if s is not None]
+        servers: list[Any] = [s for s in (self.kafka, self.cluster, self.pg) if s is not None]
         threads = [
             threading.Thread(target=s.stop, kwargs={"timeout_s": max(0.5, began + 12.0 - time.monotonic())})
             for s in servers
