@@ -246,9 +246,13 @@ def _start_services(
     env: dict[str, str], work: Path, replicas: int, timeout_s: float, progress: Progress
 ) -> list[Service]:
     services: list[Service] = []
+    taken: set[int] = set()
     for name in SERVICES:
         for _ in range(replicas if name == "routing" else 1):
             port = free_port()
+            while port in taken:  # free now, but not yet bound by the service given it a moment ago
+                port = free_port()
+            taken.add(port)
             proc = subprocess.Popen(  # noqa: S603 - our own CLI
                 [sys.executable, "-m", "shared.devtools.cli", "run", name, "--port", str(port)],
                 env={**env, "HTTP_PORT": str(port)},
@@ -281,6 +285,75 @@ def _wait_healthy(services: list[Service], work: Path, timeout_s: float, progres
         time.sleep(0.3)
     if waiting:
         raise RuntimeError(f"services not up after {timeout_s:.0f} s: {[s.name for s in waiting]}")
+
+
+# Where the time goes, by the frames a sample's stack contains (first match wins, in this order).
+PROFILE_BUCKETS = (
+    ("pydantic validation / serialization", ("pydantic", "model_validate", "model_dump")),
+    ("JSON encode / decode", ("json/", "orjson", "json.py", "(json)")),
+    ("asyncpg (SQL round trips, codecs)", ("asyncpg",)),
+    ("aiokafka (fetch, produce, protocol)", ("aiokafka", "kafka/")),
+    ("FastStream dispatch", ("faststream",)),
+    ("prometheus metrics", ("prometheus_client",)),
+    ("logging", ("logging/",)),
+    ("asyncio event loop", ("asyncio/", "uvloop")),
+)
+
+
+def _start_profilers(services: list[Service], where: Path) -> list[tuple[Service, subprocess.Popen[bytes], Path]]:
+    """`py-spy record` on every service for the drain (raw collapsed stacks, non-idle samples only)."""
+    import shutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    where.mkdir(parents=True, exist_ok=True)
+    started = []
+    for svc in services:
+        out = where / f"{svc.name}-{svc.proc.pid}.txt"
+        cmd = [spy, "record", "--pid", str(svc.proc.pid), "--rate", "50", "--format", "raw", "-o", str(out)]
+        started.append((svc, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))  # noqa: S603
+    return started
+
+
+def _stop_profilers(profilers: list[tuple[Service, subprocess.Popen[bytes], Path]]) -> dict[str, Any]:
+    """Stop py-spy (SIGINT: it writes its file), then sum each service's samples into PROFILE_BUCKETS and its own
+    top frames (self time)."""
+    import signal
+
+    for _, proc, _ in profilers:
+        proc.send_signal(signal.SIGINT)
+    summary: dict[str, Any] = {}
+    for svc, proc, out in profilers:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        buckets: dict[str, int] = {}
+        leaves: dict[str, int] = {}
+        total = 0
+        text = out.read_text(errors="replace") if out.exists() else ""
+        for line in text.splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = stack.split(";")
+            bucket = next(
+                (name for name, marks in PROFILE_BUCKETS if any(m in f for f in frames for m in marks)), "other Python"
+            )
+            buckets[bucket] = buckets.get(bucket, 0) + n
+            leaves[frames[-1]] = leaves.get(frames[-1], 0) + n
+        entry = summary.setdefault(svc.name, {"samples": 0, "buckets": {}, "top_self": {}})
+        entry["samples"] += total
+        for k, v in buckets.items():
+            entry["buckets"][k] = entry["buckets"].get(k, 0) + v
+        for k, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:12]:
+            entry["top_self"][k] = entry["top_self"].get(k, 0) + v
+    for name, entry in summary.items():
+        total = max(entry["samples"], 1)
+        shares = sorted(entry["buckets"].items(), key=lambda kv: -kv[1])
+        _say(f"profile {name} ({entry['samples']} samples): " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares))
+    return summary
 
 
 def _cpu_by_service(services: list[Service]) -> dict[str, float]:
@@ -334,9 +407,12 @@ async def _drain_phase(
     reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop))
     services = await asyncio.to_thread(_start_services, env, work, args.routing_replicas, args.start_timeout, progress)
     cpu_before = _cpu_by_service(services)
+    profilers = _start_profilers(services, args.profile) if args.profile else []
     done_assigned, done_deadline = await _wait_for(watch, ids, args.timeout, progress, "backlog drain")
     progress.done()
     cpu_after = _cpu_by_service(services)
+    if profilers:
+        result["profile"] = _stop_profilers(profilers)
     a_stamps = [watch.assigned[c] for c in ids if c in watch.assigned]
     d_stamps = [watch.deadline[c] for c in ids if c in watch.deadline]
     per_s = _rate(a_stamps, min(a_stamps)) if a_stamps else None
@@ -535,6 +611,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--routing-replicas", type=int, default=1, help="routing processes (one consumer group)")
     parser.add_argument("--timeout", type=float, default=300.0, help="longest wait for the backlog to drain")
     parser.add_argument("--start-timeout", type=float, default=300.0, help="longest wait for the services to start")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy every service in the drain")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the figures as JSON here")
     return parser
 

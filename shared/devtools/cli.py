@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rates", default="100,500,1000", help="pipeline: fixed rates of the latency phases")
     bench.add_argument("--routing-replicas", type=int, default=1, help="pipeline: routing processes")
     bench.add_argument("--timeout", type=float, default=300.0, help="pipeline: longest wait for the drain")
+    bench.add_argument("--profile", type=Path, default=None, metavar="DIR", help="pipeline: py-spy the drain")
     bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="pipeline: write the figures here")
     bench.set_defaults(func=_cmd_bench)
 
