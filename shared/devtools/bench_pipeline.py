@@ -289,6 +289,7 @@ def _wait_healthy(services: list[Service], work: Path, timeout_s: float, progres
 
 # Where the time goes, by the frames a sample's stack contains (first match wins, in this order).
 PROFILE_BUCKETS = (
+    ("waiting (select, idle threads)", ("EpollSelector.select", "Condition.wait", "main_loop (uvicorn")),
     ("pydantic validation / serialization", ("pydantic", "model_validate", "model_dump")),
     ("JSON encode / decode", ("json/", "orjson", "json.py", "(json)")),
     ("asyncpg (SQL round trips, codecs)", ("asyncpg",)),
@@ -339,7 +340,11 @@ def _stop_profilers(profilers: list[tuple[Service, subprocess.Popen[bytes], Path
             total += n
             frames = stack.split(";")
             bucket = next(
-                (name for name, marks in PROFILE_BUCKETS if any(m in f for f in frames for m in marks)), "other Python"
+                (name for name, marks in PROFILE_BUCKETS[:1] if any(m in frames[-1] for m in marks)),
+                next(
+                    (name for name, marks in PROFILE_BUCKETS[1:] if any(m in f for f in frames for m in marks)),
+                    "other Python",
+                ),
             )
             buckets[bucket] = buckets.get(bucket, 0) + n
             leaves[frames[-1]] = leaves.get(frames[-1], 0) + n
