@@ -287,18 +287,31 @@ def _wait_healthy(services: list[Service], work: Path, timeout_s: float, progres
         raise RuntimeError(f"services not up after {timeout_s:.0f} s: {[s.name for s in waiting]}")
 
 
-# Where the time goes, by the frames a sample's stack contains (first match wins, in this order).
+# Where the time goes: a sample counts for the bucket of the innermost frame of its stack that one names (so
+# pydantic called from a handler that FastStream called counts as pydantic); waiting counts only as the leaf.
 PROFILE_BUCKETS = (
     ("waiting (select, idle threads)", ("EpollSelector.select", "Condition.wait", "main_loop (uvicorn")),
     ("pydantic validation / serialization", ("pydantic", "model_validate", "model_dump")),
     ("JSON encode / decode", ("json/", "orjson", "json.py", "(json)")),
     ("asyncpg (SQL round trips, codecs)", ("asyncpg",)),
-    ("aiokafka (fetch, produce, protocol)", ("aiokafka", "kafka/")),
+    ("aiokafka (fetch, produce, protocol)", ("aiokafka",)),
+    ("the project's own code (pure logic, handlers, SQL building)", ("services/", "shared/")),
     ("FastStream dispatch", ("faststream",)),
     ("prometheus metrics", ("prometheus_client",)),
     ("logging", ("logging/",)),
     ("asyncio event loop", ("asyncio/", "uvloop")),
 )
+
+
+def _bucket(frames: list[str]) -> str:
+    waiting, *others = PROFILE_BUCKETS
+    if any(m in frames[-1] for m in waiting[1]):
+        return waiting[0]
+    for frame in reversed(frames):
+        for name, marks in others:
+            if any(m in frame for m in marks):
+                return name
+    return "other Python"
 
 
 def _start_profilers(services: list[Service], where: Path) -> list[tuple[Service, subprocess.Popen[bytes], Path]]:
@@ -339,13 +352,7 @@ def _stop_profilers(profilers: list[tuple[Service, subprocess.Popen[bytes], Path
             n = int(count)
             total += n
             frames = stack.split(";")
-            bucket = next(
-                (name for name, marks in PROFILE_BUCKETS[:1] if any(m in frames[-1] for m in marks)),
-                next(
-                    (name for name, marks in PROFILE_BUCKETS[1:] if any(m in f for f in frames for m in marks)),
-                    "other Python",
-                ),
-            )
+            bucket = _bucket(frames)
             buckets[bucket] = buckets.get(bucket, 0) + n
             leaves[frames[-1]] = leaves.get(frames[-1], 0) + n
         entry = summary.setdefault(svc.name, {"samples": 0, "buckets": {}, "top_self": {}})

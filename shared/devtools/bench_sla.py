@@ -105,10 +105,10 @@ WHERE n.nspname = 'sla' AND t.relname = 'deadlines'
 SQL_LOAD_IDLE = """
 INSERT INTO deadlines (complaint_id, stage, round, department, started_at, due_at, warn_at, state, next_fire_at,
                        updated_at)
-SELECT 'bench:idle:' || i, ($3::text[])[1 + i % 4], 1 + i % 3, ($4::text[])[1 + i % 10], $2, d.due,
-       d.due - interval '2 hours', 'pending', d.due - interval '2 hours', $2
+SELECT 'bench:idle:' || i, ($3::text[])[1 + i % 4], 1 + i % 3, ($4::text[])[1 + i % 10], $2::timestamptz, d.due,
+       d.due - interval '2 hours', 'pending', d.due - interval '2 hours', $2::timestamptz
 FROM generate_series(0, $1::bigint - 1) AS i,
-     LATERAL (SELECT $2 + make_interval(secs => 3 * 3600 + (i * 7919) % (30 * 86400)) AS due) AS d
+     LATERAL (SELECT $2::timestamptz + make_interval(secs => 3 * 3600 + (i * 7919) % (30 * 86400)) AS due) AS d
 """
 
 
