@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--due", type=int, default=10_000, help="sla: deadlines falling due at the same instant")
     bench.add_argument("--batch", type=int, default=1000, help="sla: deadlines claimed per scheduler round")
     bench.add_argument("--parallel", type=int, default=2, help="sla: scheduler rounds at once during a backlog")
+    bench.add_argument("--also", default="", help="sla: more settings to try on the same table, e.g. 2000x3")
     bench.add_argument("--backlog", type=int, default=20_000, help="pipeline: raw messages in the backlog drain")
     bench.add_argument("--rates", default="100,500,1000", help="pipeline: fixed rates of the latency phases")
     bench.add_argument("--routing-replicas", type=int, default=1, help="pipeline: routing processes")
