@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
 from shared.auth import new_key
 from shared.devtools.infra.ports import free_port
@@ -136,12 +137,13 @@ class Progress:
             sys.stderr.flush()
 
 
-async def _reader(bootstrap: str, topics: Topics, watch: Watch, stop: asyncio.Event) -> None:
-    """Read `complaint.assigned`, `complaints.sla` and the dead letters from the start of the run."""
+async def _reader(
+    bootstrap: str, topics: Topics, watch: Watch, stop: asyncio.Event, ready: asyncio.Event, *, from_end: bool
+) -> None:
+    """Read `complaint.assigned`, `complaints.sla` and the dead letters, from the start of the run or (latency
+    phases: reading the earlier phases' events would hold up the sender in this same loop) from their ends, each
+    partition assigned and positioned before `ready` is set."""
     consumer = AIOKafkaConsumer(
-        topics.assigned,
-        topics.sla,
-        topics.dlq,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -151,6 +153,20 @@ async def _reader(bootstrap: str, topics: Topics, watch: Watch, stop: asyncio.Ev
     )
     await consumer.start()
     try:
+        await consumer.topics()  # fresh metadata: every partition of the three topics
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (topics.assigned, topics.sla, topics.dlq)
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(tps)
+        if from_end:
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)
+        else:
+            await consumer.seek_to_beginning(*tps)
+        ready.set()
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50, max_records=5000)
             now = time.perf_counter()
@@ -416,7 +432,7 @@ async def _drain_phase(
 
     watch = Watch()
     stop = asyncio.Event()
-    reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop))
+    reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop, asyncio.Event(), from_end=False))
     services = await asyncio.to_thread(_start_services, env, work, args.routing_replicas, args.start_timeout, progress)
     cpu_before = _cpu_by_service(services)
     profilers = _start_profilers(services, args.profile) if args.profile else []
@@ -460,11 +476,15 @@ async def _latency_phase(
     watch = Watch()
     stop = asyncio.Event()
     sent_at: dict[str, float] = {}
-    reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop))
+    ready = asyncio.Event()
+    reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop, ready, from_end=True))
     producer = _producer(bootstrap, 0)
     await producer.start()
     try:
-        await asyncio.sleep(1.0)  # the reader reads from the start; let it catch up with what earlier phases wrote
+        for topic in topics.raw():
+            await producer.partitions_for(topic)  # metadata before the clock starts
+        async with asyncio.timeout(60):
+            await ready.wait()
         started = time.perf_counter()
         n = 0
         while time.perf_counter() - started < seconds:
