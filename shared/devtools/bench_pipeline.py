@@ -153,12 +153,16 @@ async def _reader(
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fresh metadata: every partition of the three topics
-        tps = [
-            TopicPartition(topic, p)
-            for topic in (topics.assigned, topics.sla, topics.dlq)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        probe = AIOKafkaProducer(bootstrap_servers=bootstrap)  # its partitions_for waits for the metadata
+        await probe.start()
+        try:
+            tps = [
+                TopicPartition(topic, p)
+                for topic in (topics.assigned, topics.sla, topics.dlq)
+                for p in sorted(await probe.partitions_for(topic))
+            ]
+        finally:
+            await probe.stop()
         consumer.assign(tps)
         if from_end:
             await consumer.seek_to_end(*tps)
