@@ -339,6 +339,9 @@ def _start_profilers(services: list[Service], where: Path) -> list[tuple[Service
     import shutil
 
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        _say("--profile: py-spy is not installed (`.venv/bin/pip install py-spy`): no profile taken")
+        return []
     where.mkdir(parents=True, exist_ok=True)
     started = []
     for svc in services:
