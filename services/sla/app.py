@@ -192,10 +192,10 @@ class ClockConsumer:
         self, conn: asyncpg.Connection[Any], facts: Sequence[tuple[Fact, str]], now: datetime
     ) -> list[Fact]:
         """The facts not processed before (a redelivered or replayed event, or a copy in the same batch, is skipped)."""
-        new = await store.mark_processed(conn, [(UUID(f.event_id), topic) for f, topic in facts], now)
+        keys = [UUID(f.event_id) for f, _ in facts]  # parsed once: this runs for every fact
+        new = await store.mark_processed(conn, [(key, topic) for key, (_, topic) in zip(keys, facts, strict=True)], now)
         fresh: list[Fact] = []
-        for fact, _ in facts:
-            key = UUID(fact.event_id)
+        for key, (fact, _) in zip(keys, facts, strict=True):
             if key in new:
                 new.discard(key)
                 fresh.append(fact)

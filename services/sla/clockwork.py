@@ -759,8 +759,11 @@ def fold_batch(
     return result
 
 
+_STAGE_RANK: Final = {stage: rank for rank, stage in enumerate(Stage)}  # `list(Stage).index` per key was a hot spot
+
+
 def _key_order(key: Key) -> tuple[int, int]:
-    return (key[1], list(Stage).index(key[0]))
+    return (key[1], _STAGE_RANK[key[0]])
 
 
 # --- the scheduler's decision -----------------------------------------------------------------------------------

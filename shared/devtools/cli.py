@@ -86,6 +86,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from shared.devtools.bench_reports import run_reports_bench
 
         return run_reports_bench(args)
+    if args.target == "pipeline":
+        from shared.devtools.bench_pipeline import run_pipeline_bench
+
+        return run_pipeline_bench(args)
     if args.target == "sla":
         from shared.devtools.bench_sla import run_sla_bench
 
@@ -176,14 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_cmd_simulate)
 
     bench = sub.add_parser("bench", help="measure throughput and latency")
-    bench.add_argument("target", choices=["intake", "routing", "sla", "reports"], nargs="?", default="intake")
+    bench.add_argument(
+        "target", choices=["intake", "routing", "sla", "reports", "pipeline"], nargs="?", default="intake"
+    )
     bench.add_argument("--count", type=int, default=20000, help="intake: raw messages in the backlog phase")
     bench.add_argument("--rate", type=float, default=1000.0, help="intake, routing: rate of the latency phase")
-    bench.add_argument("--seconds", type=float, default=10.0, help="intake, routing: length of the latency phase")
+    bench.add_argument("--seconds", type=float, default=10.0, help="intake, routing, pipeline: latency phase length")
     bench.add_argument("--total", type=int, default=1_000_000, help="sla: pending deadlines loaded")
     bench.add_argument("--due", type=int, default=10_000, help="sla: deadlines falling due at the same instant")
     bench.add_argument("--batch", type=int, default=1000, help="sla: deadlines claimed per scheduler round")
     bench.add_argument("--parallel", type=int, default=2, help="sla: scheduler rounds at once during a backlog")
+    bench.add_argument("--also", default="", help="sla: more settings to try on the same table, e.g. 2000x3")
+    bench.add_argument("--backlog", type=int, default=20_000, help="pipeline: raw messages in the backlog drain")
+    bench.add_argument("--rates", default="100,500,1000", help="pipeline: fixed rates of the latency phases")
+    bench.add_argument("--routing-replicas", type=int, default=1, help="pipeline: routing processes")
+    bench.add_argument("--timeout", type=float, default=300.0, help="pipeline: longest wait for the drain")
+    bench.add_argument("--profile", type=Path, default=None, metavar="DIR", help="pipeline: py-spy the drain")
+    bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="pipeline: write the figures here")
     bench.set_defaults(func=_cmd_bench)
 
     mig = sub.add_parser("migrate", help="apply the SQL migrations of every service")
