@@ -31,7 +31,8 @@ from services.sla.scheduler import BreachHorizon, CatchUpWatch, Scheduler
 from shared.calendar import WorkingCalendar, WorkingHours, as_local, load_overrides
 from shared.clock import Clock, system_clock
 from shared.deadletters import store_dead_letters
-from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
+from shared.domain import DEPARTMENTS
+from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent, Stage
 from shared.events.sla import SlaEventType
 from shared.kafka import RawRecord
 from shared.kafka import dead_letter_of as shared_dead_letter
@@ -247,7 +248,9 @@ class OverdueGauge:
 
     def __init__(self, ctx: ServiceContext, interval_s: float, horizon: BreachHorizon) -> None:
         self.ctx, self.interval_s, self.horizon = ctx, interval_s, horizon
-        self._shown: set[tuple[str, str]] = set()
+        # Every department and stage shows from the start, at 0 until a deadline of theirs is overdue: "none overdue"
+        # is a figure a dashboard should show, not a missing series.
+        self._shown: set[tuple[str, str]] = {(d, stage.value) for d in DEPARTMENTS for stage in Stage}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
