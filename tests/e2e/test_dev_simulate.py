@@ -38,6 +38,8 @@ from tests.support.prometheus import (
     wait_for,
 )
 
+pytestmark = pytest.mark.devstack  # `make devstack`: see the Makefile
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = {"intake": 1, "routing": 2, "sla": 3, "reporting": 4}
 REPORTS_WITHIN_S = 300.0

@@ -30,6 +30,8 @@ from shared.devtools.infra.ports import free_port
 from shared.devtools.traffic import TrafficGenerator
 from shared.domain import Channel
 
+pytestmark = pytest.mark.devstack  # `make devstack`: see the Makefile
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 300.0  # a cold broker on a busy 2-core machine
 STOP_WITHIN_S = 15.0  # the promise: SIGTERM stops everything within 15 s
