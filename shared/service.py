@@ -352,7 +352,11 @@ def complete_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                 op["security"] = []
                 op["x-scopes"] = []
             if "422" in responses or op.get("parameters") or op.get("requestBody"):
-                responses["422"] = {"description": _ANSWER_TEXT[422], "content": error_ref}
+                # FastAPI's own 422 (HTTPValidationError) becomes ours; a route's own 422 (the portal's page or
+                # JSON with its `field`) stays as the route declared it.
+                declared = responses.get("422", {})
+                if "HTTPValidationError" in str(declared) or not declared.get("content"):
+                    responses["422"] = {"description": _ANSWER_TEXT[422], "content": error_ref}
             responses.setdefault("503", {"description": _ANSWER_TEXT[503], "content": error_ref})
             responses["503"].setdefault("headers", RETRY_AFTER)
     text = str(schema.get("paths", {}))
