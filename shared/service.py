@@ -342,6 +342,13 @@ def complete_openapi(schema: dict[str, Any]) -> dict[str, Any]:
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             responses = op.setdefault("responses", {})
+            for status, answer in responses.items():
+                # A refusal described by a model is JSON, even on a route whose own answer is a page
+                # (response_class=HTMLResponse makes FastAPI file the model under text/html); a page stays a page.
+                content = answer.get("content", {})
+                models = [m for m, body in content.items() if m != "application/json" and "$ref" in str(body)]
+                for media in models if str(status)[:1] in "45" else ():
+                    content.setdefault("application/json", content.pop(media))
             secured = bool(op.get("security"))
             if secured:
                 op["security"] = [{BEARER: []}]
