@@ -218,6 +218,7 @@ class DevStack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.phase = "starting"
         self.stop_requested: float | None = None
+        self.stop_signal = ""
         self.noise = NoiseFolder()
         self.sim_status = ""
         self.said: set[str] = set()
@@ -227,19 +228,27 @@ class DevStack:
     # signals -------------------------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Runs in the main thread between two of its bytecodes, maybe while that thread holds the status line's lock
+        # or a lock of `threading`: so it takes no lock and starts nothing. It notes the request; the watchdog thread
+        # (started with the stack) says so and kills what is left at the deadline. A second one kills at once.
         if self.stop_requested is not None:
-            self.out.print("second Ctrl-C: stopping at once.")
+            with contextlib.suppress(OSError, ValueError):
+                os.write(sys.stdout.fileno(), b"\nsecond Ctrl-C: stopping at once.\n")
             self._kill_all()
             os._exit(130)
+        self.stop_signal = signal.Signals(signum).name
         self.stop_requested = time.monotonic()
-        self.out.print(f"stopping … ({signal.Signals(signum).name}; Ctrl-C again to stop at once)")
-        threading.Thread(target=self._watchdog, name="dev-watchdog", daemon=True).start()
         if self.phase == "starting":
             raise _Interrupted
 
     def _watchdog(self) -> None:
-        assert self.stop_requested is not None
-        time.sleep(max(0.0, self.stop_requested + STOP_WITHIN_S - 1.0 - time.monotonic()))
+        while self.stop_requested is None:
+            time.sleep(0.1)
+        requested = self.stop_requested
+        self.out.print(f"stopping … ({self.stop_signal}; Ctrl-C again to stop at once)")
+        time.sleep(max(0.0, requested + STOP_WITHIN_S - 1.0 - time.monotonic()))
+        if self.phase == "stopped":
+            return
         self.out.print("stopping took too long: what was left is killed.")
         self._kill_all()
         os._exit(1)
@@ -463,6 +472,7 @@ class DevStack:
         self.say("stopped.")
 
     def run(self) -> int:
+        threading.Thread(target=self._watchdog, name="dev-watchdog", daemon=True).start()
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         code = 0
@@ -483,6 +493,7 @@ class DevStack:
             code = self._watch()
         finally:
             self._stop()
+            self.phase = "stopped"
             self.lock.release()
         return code
 

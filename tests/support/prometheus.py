@@ -129,6 +129,8 @@ async def targets_down(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], l
         resp = await http.get("/api/v1/targets")
     except httpx.HTTPError as exc:
         return [f"prometheus not answering: {exc!r}"]
+    if resp.status_code != 200:  # still starting: 503 "Service Unavailable" in plain text until its TSDB is open
+        return [f"prometheus not ready: {resp.status_code} {resp.text[:80]!r}"]
     active = resp.json()["data"]["activeTargets"]
     up = {t["labels"]["service"] for t in active if t["health"] == "up"}
     return sorted(want - up)

@@ -171,3 +171,40 @@ def test_the_simulator_counts_only_kafka_bad_messages_as_dead_letters() -> None:
     summary = stats.summary(10.0)
     assert "3 sent to Kafka (expect as many dead letters)" in summary
     assert "2 over HTTP (refused there with a 4xx, not dead-lettered)" in summary
+
+
+def test_a_signal_that_arrives_while_the_status_line_is_being_drawn_does_not_deadlock(tmp_path: Path) -> None:
+    """A signal handler runs in the main thread between two bytecodes, possibly inside `StatusLine.show` with its
+    lock held; a handler that printed took that lock again and the stack never stopped (SIGTERM ignored for ever).
+    Here the 'main thread' holds the lock while the handler runs; the watchdog says it once the lock is free."""
+    import argparse
+    import signal
+    import threading
+
+    from shared.devtools.dev import DevStack
+
+    out = io.StringIO()
+    status = StatusLine(out, tty=True)
+    stack = DevStack(argparse.Namespace(), tmp_path, DirectoryLock(tmp_path), status)
+    stack.phase = "running"
+    handled = threading.Event()
+
+    def main_thread_mid_draw() -> None:
+        with status._lock:
+            stack._on_signal(signal.SIGTERM, None)
+            handled.set()
+
+    worker = threading.Thread(target=main_thread_mid_draw, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert handled.is_set(), "the handler blocked on the status line's lock"
+    assert stack.stop_requested is not None
+
+    stack.phase = "stopped"  # the watchdog must not kill this test process at the deadline
+    watchdog = threading.Thread(target=stack._watchdog, daemon=True)
+    watchdog.start()
+    for _ in range(100):
+        if "stopping … (SIGTERM" in out.getvalue():
+            break
+        watchdog.join(0.1)
+    assert "stopping … (SIGTERM; Ctrl-C again to stop at once)" in out.getvalue()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Callable
+from pathlib import Path
+
+_LOWEST = 10_000
+"""Ports below this are left alone: many well-known servers (Kafka's 9092, PostgreSQL's 5432, 8080 …) live there."""
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -16,11 +21,30 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives the source end of this machine's outgoing connections (Linux's setting)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+    return low, high
+
+
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """`preferred` when it is free, else a port the kernel picks."""
+    """`preferred` when it is free, else a free port below the ephemeral range.
+
+    A port picked now is bound seconds later (a broker, PostgreSQL, a service starting); one the kernel picked
+    from its ephemeral range can meanwhile become the source port of one of this machine's own connections (a
+    Kafka client, a pool), and the server then fails with `address already in use`. Below the range no outgoing
+    connection ever takes it; the random pick keeps two callers apart."""
     if preferred and port_is_free(preferred, host):
         return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    low = min(ephemeral_range()[0], 65536)
+    for _ in range(500):
+        port = random.randint(_LOWEST, max(_LOWEST, low - 1))
+        if port_is_free(port, host):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded machine: the kernel's pick
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
