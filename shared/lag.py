@@ -4,6 +4,7 @@ right with many replicas; and the readiness rule for a stalled consumer: lag wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ class LagMonitor:
         *,
         interval_s: float = 10.0,
         stall_after_s: float = 120.0,
+        retry_s: float = 1.0,
     ) -> None:
         self._settings, self._metrics, self._health = settings, metrics, health
         self._groups = groups
@@ -48,6 +50,10 @@ class LagMonitor:
         self._last_move: dict[str, float] = {}
         self._last_committed: dict[str, dict[TopicPartition, int]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._retry_s = retry_s
+        self._away = False
+        self.connections = 0
+        """How many times the monitor has connected to Kafka (a figure for tests and debugging)."""
 
     def start(self) -> None:
         if self._groups:
@@ -59,12 +65,32 @@ class LagMonitor:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        """Measures for ever: a broker away at start, or lost later, is retried with a growing pause (said once per
+        outage), never the end of the monitor."""
+        pause = self._retry_s
+        while True:
+            try:
+                await self._measure_while_connected()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the broker away: tried again after the pause
+                if not self._away:
+                    log.warning("lag not measured: Kafka not reachable, retrying", extra={"error": repr(exc)[:200]})
+                self._away = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self._interval_s)
+
+    async def _measure_while_connected(self) -> None:
         kw: dict[str, Any] = security_kwargs(self._settings)
         admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers, **kw)
         ends_reader = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, **kw)
         try:
             await admin.start()
             await ends_reader.start()
+            self.connections += 1
+            if self._away:
+                log.info("lag measured again: Kafka reachable")
+            self._away = False
             while True:
                 try:
                     await self.measure(admin, ends_reader)
@@ -74,8 +100,10 @@ class LagMonitor:
                     log.debug("lag not measured", extra={"error": repr(exc)[:200]})
                 await asyncio.sleep(self._interval_s)
         finally:
-            await ends_reader.stop()
-            await admin.close()
+            with contextlib.suppress(Exception):
+                await ends_reader.stop()
+            with contextlib.suppress(Exception):
+                await admin.close()
 
     async def measure(self, admin: AIOKafkaAdminClient, ends_reader: AIOKafkaConsumer) -> None:
         now = time.monotonic()
