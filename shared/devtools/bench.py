@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.auth import new_key
 from shared.devtools.infra.kafka_local import LocalKafka
-from shared.devtools.infra.ports import free_port
+from shared.devtools.infra.ports import die_with_parent, free_port
 from shared.devtools.infra.postgres_local import LocalPostgres
 from shared.devtools.traffic import TrafficGenerator
 from shared.kafka import ensure_topics
@@ -236,6 +236,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
             env=env,
             stdout=(work / "intake.log").open("wb"),
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl call: dies with the bench, even killed
         )
         started = time.perf_counter()
         expected = unique_good + bad
@@ -314,6 +315,7 @@ def run_routing_bench(args: argparse.Namespace) -> int:
                     env={**env, "HTTP_PORT": str(port)},
                     stdout=(work / f"{name}.log").open("wb"),
                     stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl call: dies with the bench, even killed
                 )
             )
             deadline = time.monotonic() + 60

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from shared.auth import new_key
-from shared.devtools.infra.ports import free_port
+from shared.devtools.infra.ports import die_with_parent, free_port
 from shared.devtools.traffic import RawMessage, TrafficGenerator
 from shared.kafka import ensure_topics
 from shared.migrate import migrate
@@ -262,9 +262,9 @@ async def _baseline(bootstrap: str, topics: Topics, count: int, progress: Progre
     return seen / (time.perf_counter() - (started or time.perf_counter()))
 
 
-def _start_services(
-    env: dict[str, str], work: Path, replicas: int, timeout_s: float, progress: Progress
-) -> list[Service]:
+def _start_services(env: dict[str, str], work: Path, replicas: int) -> list[Service]:
+    """Called from the main thread: PR_SET_PDEATHSIG follows the thread that started a child, and a worker
+    thread's end would stop the services mid-run."""
     services: list[Service] = []
     taken: set[int] = set()
     for name in SERVICES:
@@ -278,14 +278,18 @@ def _start_services(
                 env={**env, "HTTP_PORT": str(port)},
                 stdout=(work / f"{name}-{port}.log").open("wb"),
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl call: dies with the bench, even killed
             )
             services.append(Service(name, proc, port))
+    return services
+
+
+def _wait_started(services: list[Service], work: Path, timeout_s: float, progress: Progress) -> None:
     try:
         _wait_healthy(services, work, timeout_s, progress)
     except BaseException:
         _stop(services)
         raise
-    return services
 
 
 def _wait_healthy(services: list[Service], work: Path, timeout_s: float, progress: Progress) -> None:
@@ -440,7 +444,8 @@ async def _drain_phase(
     watch = Watch()
     stop = asyncio.Event()
     reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop, asyncio.Event(), from_end=False))
-    services = await asyncio.to_thread(_start_services, env, work, args.routing_replicas, args.start_timeout, progress)
+    services = _start_services(env, work, args.routing_replicas)
+    await asyncio.to_thread(_wait_started, services, work, args.start_timeout, progress)
     drain_from = time.perf_counter()
     cpu_before = _cpu_by_service(services)
     profilers = _start_profilers(services, args.profile) if args.profile else []

@@ -81,7 +81,24 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return run_simulate_cli(args)
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    """SIGTERM stops a bench as Ctrl-C does: its `finally` blocks stop the services, Kafka and PostgreSQL it
+    started (they also die with it if it is killed outright: PR_SET_PDEATHSIG)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run_bench(args)
+    except KeyboardInterrupt:
+        print("bench interrupted: what it started is stopped", file=sys.stderr)
+        return 130
+
+
+def _run_bench(args: argparse.Namespace) -> int:
     if args.target == "reports":
         from shared.devtools.bench_reports import run_reports_bench
 
