@@ -28,20 +28,20 @@ run: install kafka-jars
 system-deps:
 	@bash deploy/system-deps.sh
 
-## Lint, type-check, then every test tier; integration tests start real Kafka and PostgreSQL themselves.
-## The fault suite (tests/e2e/test_fault_suite.py) runs in `make faults`, not here: see docs/operations.md for why.
-QUICK := -m "not faults and not devstack"
+## Lint, type-check, then every test tier; integration tests start real Kafka and PostgreSQL themselves. Of the
+## fault suite (tests/e2e/test_fault_suite.py), one scenario of each kind (marker faults_quick); `make faults` runs
+## them all. The slowest tests are listed at the end (--durations), to keep CI's time in view.
+QUICK := -m "not faults or faults_quick"
 test: install kafka-jars system-deps lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(QUICK) tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 $(QUICK) tests
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/contract
 
 integration: install kafka-jars system-deps
-	$(BIN)/python -m pytest -q $(QUICK) tests/integration tests/e2e
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(QUICK) tests/integration tests/e2e
 
-## The dev stack run as a user runs it (tests/e2e/test_dev_stack.py, test_dev_simulate.py): each passes alone, but
-## in one session after other tests they have failed (cause not found yet), so they run here, on their own.
+## The dev stack run as a user runs it (tests/e2e/test_dev_stack.py, test_dev_simulate.py), alone (also in `make test`).
 devstack: install kafka-jars system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m devstack tests/e2e
 
