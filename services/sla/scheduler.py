@@ -2,7 +2,8 @@
 
 One loop per process. Each round claims up to `batch_size` due rows with `FOR UPDATE SKIP LOCKED` (so replicas
 never fire the same deadline, and a row a consumer holds is left for the next round), decides with the pure
-`clockwork.fire`, writes the events into the outbox and the rows' new state in the same transaction, then commits.
+`clockwork.fire_batch` (`clockwork.fire` for the whole batch at once), writes the rows' new state and the events into
+the outbox in one statement of the same transaction, then commits.
 A replica killed mid-round never committed: its claims are released with its connection and claimed again.
 
 Between rounds it sleeps until the earliest next_fire_at, at most `poll_interval_s` (rows set by another replica
