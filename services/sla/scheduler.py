@@ -2,7 +2,8 @@
 
 One loop per process. Each round claims up to `batch_size` due rows with `FOR UPDATE SKIP LOCKED` (so replicas
 never fire the same deadline, and a row a consumer holds is left for the next round), decides with the pure
-`clockwork.fire`, writes the events into the outbox and the rows' new state in the same transaction, then commits.
+`clockwork.fire_batch` (`clockwork.fire` for the whole batch at once), writes the rows' new state and the events into
+the outbox in one statement of the same transaction, then commits.
 A replica killed mid-round never committed: its claims are released with its connection and claimed again.
 
 Between rounds it sleeps until the earliest next_fire_at, at most `poll_interval_s` (rows set by another replica
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import Gauge, Histogram
 
 from services.sla import store
-from services.sla.clockwork import Firing, fire
+from services.sla.clockwork import FiredBatch, fire_batch
 from shared.clock import Clock
 from shared.db import is_transient
 from shared.events.sla import SlaEventType
@@ -124,46 +125,31 @@ class Scheduler:
             claimed = await store.claim_due(conn, now, horizon, self._batch_size)
             if not claimed:
                 return FireReport()
-            firings: list[Firing] = []
-            breached: list[tuple[int, str]] = []
-            warned: list[int] = []
-            for row_id, row in claimed:
-                firing = fire(row, now, late_after=self._late_after, horizon=horizon, grace=self._grace)
-                if firing is None:
-                    continue
-                firings.append(firing)
-                if firing.kind is SlaEventType.BREACHED:
-                    breached.append((row_id, str(firing.event_id)))
-                else:
-                    warned.append(row_id)
-            await store.save_fired(conn, breached, warned, now)
-            await store.enqueue_events(
-                conn, self._sla_topic, [(f.row.complaint_id.encode(), f.payload()) for f in firings]
-            )
+            fired = fire_batch(claimed, now, late_after=self._late_after, horizon=horizon, grace=self._grace)
+            await store.save_fired(conn, fired, now, self._sla_topic)
         committed = self._clock()
         if self._on_commit is not None:
             self._on_commit()
-        report = self._count(len(claimed), firings, committed)
+        report = self._count(len(claimed), fired, committed)
         if self._on_report is not None:
             self._on_report(report)
         return report
 
-    def _count(self, claimed: int, firings: list[Firing], committed: datetime) -> FireReport:
-        by_label: Counter[tuple[SlaEventType, str, str]] = Counter(
-            (f.kind, f.row.stage.value, f.row.department) for f in firings
-        )
-        for (kind, stage, department), n in by_label.items():
-            counter = self._metrics.sla_breaches if kind is SlaEventType.BREACHED else self._metrics.sla_warnings
+    def _count(self, claimed: int, fired: FiredBatch, committed: datetime) -> FireReport:
+        breaches = 0
+        for (kind, stage, department), n in fired.labels.items():
+            if kind is SlaEventType.BREACHED:
+                counter = self._metrics.sla_breaches
+                breaches += n
+            else:
+                counter = self._metrics.sla_warnings
             counter.labels(stage, department).inc(n)
-        lateness = [
-            (committed - f.target - (self._grace if f.kind is SlaEventType.BREACHED else timedelta(0))).total_seconds()
-            for f in firings
-        ]
+        committed_s = committed.timestamp()
+        lateness = [committed_s - meant_s for meant_s in fired.meant]
         if self._lateness is not None:
             for late_s in lateness:
                 self._lateness.observe(max(late_s, 0.0))
-        breaches = sum(n for (kind, _, _), n in by_label.items() if kind is SlaEventType.BREACHED)
-        return FireReport(claimed, len(firings) - breaches, breaches, lateness)
+        return FireReport(claimed, fired.fired - breaches, breaches, lateness)
 
     async def _run(self) -> None:
         backoff = Backoff(first_s=0.2, cap_s=5.0)

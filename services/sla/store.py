@@ -16,7 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.sla.clockwork import CaseClock, DeadlineRow, DeadlineState, Key
+from services.sla.clockwork import DUE_COLUMNS, CaseClock, DeadlineRow, DeadlineState, FiredBatch, Key
 from services.sla.policy import SlaPolicy
 from shared.deadletters import dead_letter_message
 from shared.events import DeadLetter, SlaEvent
@@ -86,25 +86,24 @@ ON CONFLICT (complaint_id, stage, round) DO UPDATE SET
 # due (event time, docs/sla.md); a warning before the due is claimed on the wall clock.
 _FIREABLE = "next_fire_at <= $1 AND (due_at > $1 OR due_at <= $3::timestamptz)"
 SQL_CLAIM_DUE = f"""
-SELECT id, {_COLUMNS} FROM deadlines
+SELECT {", ".join(DUE_COLUMNS)} FROM deadlines
 WHERE {_FIREABLE}
 ORDER BY next_fire_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
 
-# What clockwork.fire does to a row, as two statements (one per outcome, by id): fewer arrays to send than a
-# general update, on the scheduler's hot path. A breach is final; after a warning the row waits for its due.
-SQL_SAVE_BREACHED = """
-UPDATE deadlines AS d SET state = 'breached', next_fire_at = NULL, breach_event_id = b.event_id, updated_at = $3
-FROM unnest($1::bigint[], $2::text[]) AS b(id, event_id) WHERE d.id = b.id
-"""
-SQL_SAVE_WARNED = """
-UPDATE deadlines SET warned_for = warn_at, next_fire_at = due_at, updated_at = $2 WHERE id = ANY($1::bigint[])
-"""
-
-SQL_ENQUEUE_ONE_TOPIC = """
-INSERT INTO outbox (topic, key, value) SELECT $1, m.key, m.value FROM unnest($2::bytea[], $3::bytea[]) AS m(key, value)
+# What clockwork.fire_batch decided for the claimed rows, in one statement (one round trip): the breached rows are
+# final, the warned ones wait for their due, and every event goes into the outbox (shared.outbox's table) in the
+# order the rows were fired. Each UPDATE touches only its own ids; an empty array updates or inserts nothing.
+SQL_SAVE_FIRED = """
+WITH breached AS (
+    UPDATE deadlines AS d SET state = 'breached', next_fire_at = NULL, breach_event_id = b.event_id, updated_at = $4
+    FROM unnest($1::bigint[], $2::text[]) AS b(id, event_id) WHERE d.id = b.id
+), warned AS (
+    UPDATE deadlines SET warned_for = warn_at, next_fire_at = due_at, updated_at = $4 WHERE id = ANY($3::bigint[])
+)
+INSERT INTO outbox (topic, key, value) SELECT $5, m.key, m.value FROM unnest($6::bytea[], $7::bytea[]) AS m(key, value)
 """
 
 # The next row the scheduler could fire: held breaches are left out (the horizon moving wakes the scheduler).
@@ -223,26 +222,27 @@ async def save_deadlines(conn: asyncpg.Connection[Any], rows: Sequence[DeadlineR
 
 async def claim_due(
     conn: asyncpg.Connection[Any], now: datetime, horizon: datetime | None, limit: int
-) -> list[tuple[int, DeadlineRow]]:
+) -> list[asyncpg.Record]:
     """Lock up to `limit` deadlines whose next_fire_at has come, earliest first, skipping rows others hold and
-    rows whose breach is held (due past the breach `horizon`; every breach while it is None)."""
-    return [(r["id"], _row(r)) for r in await conn.fetch(SQL_CLAIM_DUE, now, limit, horizon)]
+    rows whose breach is held (due past the breach `horizon`; every breach while it is None): clockwork.DUE_COLUMNS
+    of each, for clockwork.fire_batch."""
+    claimed: list[asyncpg.Record] = await conn.fetch(SQL_CLAIM_DUE, now, limit, horizon)
+    return claimed
 
 
-async def save_fired(
-    conn: asyncpg.Connection[Any], breached: Sequence[tuple[int, str]], warned: Sequence[int], now: datetime
-) -> None:
-    """The claimed rows after firing: `breached` (id, breach event id) are final, `warned` ids wait for their due."""
-    if breached:
-        await conn.execute(SQL_SAVE_BREACHED, [i for i, _ in breached], [e for _, e in breached], now)
-    if warned:
-        await conn.execute(SQL_SAVE_WARNED, warned, now)
-
-
-async def enqueue_events(conn: asyncpg.Connection[Any], topic: str, events: Sequence[tuple[bytes, bytes]]) -> None:
-    """(key, value) pairs for one topic into the outbox (shared.outbox's table), in the caller's transaction."""
-    if events:
-        await conn.execute(SQL_ENQUEUE_ONE_TOPIC, topic, [k for k, _ in events], [v for _, v in events])
+async def save_fired(conn: asyncpg.Connection[Any], fired: FiredBatch, now: datetime, topic: str) -> None:
+    """The claimed rows after firing, and their events into the outbox under `topic`, in the caller's transaction."""
+    if fired.breached_ids or fired.warned_ids or fired.payloads:
+        await conn.execute(
+            SQL_SAVE_FIRED,
+            fired.breached_ids,
+            fired.breach_event_ids,
+            fired.warned_ids,
+            now,
+            topic,
+            fired.keys,
+            fired.payloads,
+        )
 
 
 async def next_fire_at(

@@ -55,6 +55,7 @@ RETURNING due_at
 """
 SQL_COUNT_BREACHED = "SELECT count(*) FROM deadlines WHERE complaint_id LIKE $1 AND state = 'breached'"
 SQL_COUNT_OUTBOX = "SELECT count(*) FROM outbox"
+SQL_COUNT_DISTINCT_EVENTS = "SELECT count(DISTINCT value::text) FROM outbox"
 
 
 def _say(text: str) -> None:
@@ -66,6 +67,11 @@ def _pct(values: list[float], p: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def _loadavg() -> str:
+    """The machine's load average (1, 5, 15 min): the benches share it, so figures compare only within a run."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _rss_mib() -> float:
@@ -266,6 +272,7 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
     try:
         await migrate(url, ("sla",))
         _say(f"machine: {os.cpu_count()} cores; {total:,} pending deadlines, {group:,} due together, batch {batch}")
+        _say(f"load average at the start: {_loadavg()}")
         also = _settings_list(args.also)
         load_s = await _load(url, total, group, len(also))
         _say(f"load (COPY, index build, VACUUM)    {total / load_s:>10,.0f} rows/s   ({load_s:.1f} s)")
@@ -285,9 +292,10 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
         try:
             breached = await conn.fetchval(SQL_COUNT_BREACHED, "bench:fire:%")
             queued = await conn.fetchval(SQL_COUNT_OUTBOX)
+            distinct = await conn.fetchval(SQL_COUNT_DISTINCT_EVENTS)
         finally:
             await conn.close()
-        _say(f"check: {breached:,} of {group:,} breached, {queued:,} events in the outbox (each exactly once)")
+        _say(f"check: {breached:,} of {group:,} breached, {queued:,} events in the outbox, {distinct:,} distinct")
         _say(f"peak RSS of this process: {_rss_mib():.0f} MiB (after loading: {rss_before:.0f} MiB)")
         for k, (b, par) in enumerate(also, start=1):
             due = await _make_due(url, f"fire{k}", lead)
@@ -298,6 +306,7 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str) -> Non
         await ensure_topics(settings, [topics.sla, topics.dlq])
         relay_rate, left = await _relay(url, settings, group)
         _say(f"relay outbox → Kafka (acks=all)     {relay_rate:>10,.0f} /s   ({left} left in the outbox)")
+        _say(f"load average at the end: {_loadavg()}")
     finally:
         await _drop_database(server_url, name)
 
