@@ -9,11 +9,17 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from scipy.stats import poisson
 
+from services.reporting import watch, worker
+from services.reporting.surveys_http import subscribe_surveys
 from services.reporting.warnings import tail_probability
+from shared.settings import Settings
+from shared.topics import Topics
 from tests.support.infra import REPO
 
 HEAVY = ("scipy.stats", "scipy.special", "numpy", "openpyxl")
@@ -36,3 +42,41 @@ def test_the_tail_probability_is_poisson_sf_to_the_bit(count: int) -> None:
         assert tail_probability(count, lam) == expected, (count, lam)
     assert math.isnan(tail_probability(count, -1.0))
     assert math.isnan(tail_probability(count, math.nan))
+
+
+class _RecordingBroker:
+    """Takes the subscribers' options as FastStream's broker would, and keeps them."""
+
+    def __init__(self) -> None:
+        self.subscribers: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+
+    def subscriber(self, *topics: str, **options: Any) -> Callable[[Any], Any]:
+        self.subscribers.append((topics, options))
+        return lambda handler: handler
+
+    def publisher(self, *topics: str, **options: Any) -> None:
+        return None
+
+
+class _Ctx:
+    def __init__(self) -> None:
+        self.settings = Settings(topic_prefix="mem.")
+        self.topics = Topics("mem.")
+        self.broker = _RecordingBroker()
+
+    def group(self, name: str, *topics: str) -> str:
+        return f"mem.{name}"
+
+
+def test_every_reporting_consumer_bounds_what_it_fetches_ahead() -> None:
+    """A backlog fills each consumer's fetch buffer up to its per-partition bound, for each of its six consumers."""
+    ctx: Any = _Ctx()
+    worker.subscribe(ctx, projection=None)  # type: ignore[arg-type]
+    watch.subscribe(ctx, watch=None)  # type: ignore[arg-type]
+    subscribe_surveys(ctx)
+    t = ctx.topics
+    subscribed = sorted(topic for topics, _ in ctx.broker.subscribers for topic in topics)
+    assert subscribed == sorted([t.received, t.assigned, t.lifecycle, t.sla, t.received, t.survey_responses])
+    for topics, options in ctx.broker.subscribers:
+        assert options.get("max_partition_fetch_bytes", 1024 * 1024) <= 256 * 1024, topics
+        assert options["max_records"] == ctx.settings.consumer_max_records
