@@ -510,11 +510,17 @@ before its new records are fetched: the 500 ms default shows as tail latency on 
 
 
 def batch_subscriber(
-    ctx: ServiceContext, *topics: str, group_id: str, title: str, description: str
+    ctx: ServiceContext,
+    *topics: str,
+    group_id: str,
+    title: str,
+    description: str,
+    max_partition_fetch_bytes: int = 1024 * 1024,
 ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
     """A subscriber with the project's delivery policy: batches of up to CONSUMER_MAX_RECORDS, MANUAL ack (the
     handler commits after its transaction, see `consume_batch`), the backlog read from the earliest offset, and raw
-    bytes handed to the handler so a record that does not parse becomes a dead letter."""
+    bytes handed to the handler so a record that does not parse becomes a dead letter. `max_partition_fetch_bytes`
+    bounds what the consumer fetches ahead per partition (the default is aiokafka's, 1 MiB), which a backlog fills."""
     return ctx.broker.subscriber(
         *topics,
         group_id=group_id,
@@ -527,4 +533,5 @@ def batch_subscriber(
         decoder=raw_decoder,
         title=title,
         description=description,
+        max_partition_fetch_bytes=max_partition_fetch_bytes,
     )

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from services.reporting.http import ERRORS, READ_SCOPES, period
 from services.reporting.surveys import GROUP_BY, ScoreRow, Tally, score_rows, survey_report
+from services.reporting.worker import FETCH_BYTES_PER_PARTITION
 from shared.auth import Principal
 from shared.db import is_transient
 from shared.deadletters import dead_letter_message, store_dead_letters
@@ -106,6 +107,7 @@ def subscribe_surveys(ctx: ServiceContext) -> SurveyScores:
         group_id=ctx.group(GROUP, topic),
         title=f"reporting:{topic}",
         description="surveys.responses (10.2): each response's scores, for GET /v1/reports/surveys.",
+        max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
     )
 
     async def on_survey_batch(msg: KafkaMessage) -> None:

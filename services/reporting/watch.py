@@ -41,6 +41,7 @@ from services.reporting.warnings import (
     week_start,
 )
 from services.reporting.warnings import bulletin_section as warnings_section
+from services.reporting.worker import FETCH_BYTES_PER_PARTITION
 from shared.calendar import WorkingCalendar, WorkingHours, load_overrides
 from shared.deadletters import dead_letter_message, store_dead_letters
 from shared.events import (
@@ -287,6 +288,7 @@ def subscribe(ctx: ServiceContext, watch: Watch) -> None:
         title=f"reporting-watch:{t.received}",
         description="complaint.received (3.1): supervision items of the four phenomena (10.3), weekly counts and "
         "early warnings (10.4).",
+        max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
     )
 
     async def handler(msg: KafkaMessage) -> None:

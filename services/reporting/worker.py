@@ -33,6 +33,12 @@ MODELS: Final[dict[str, type[Fact]]] = {
 }
 """The facts reporting reads, by the base name of their topic (the kind kept with each stored fact)."""
 
+FETCH_BYTES_PER_PARTITION: Final = 256 * 1024
+"""What each of reporting's consumers fetches ahead per partition (aiokafka's default is 1 MiB). The service has six
+consumers (the four topics here, the watch, the surveys) of six partitions each: on a backlog the default holds up to
+36 MiB of raw records before a batch takes them, this about 9 MiB; a batch of 500 events of a few KiB still fills
+from one fetch of its partitions (issue #9, docs/performance.md)."""
+
 
 def parse_fact(kind: str, body: dict[str, Any]) -> Fact:
     return MODELS[kind].model_validate(body)
@@ -163,7 +169,12 @@ def subscribe(ctx: ServiceContext, projection: Projection) -> None:
         (t.sla, "complaints.sla (3.5): deadlines, breaches and `met` (the latest word per stage and round wins)."),
     ):
         subscriber = batch_subscriber(
-            ctx, topic, group_id=ctx.group(GROUP, topic), title=f"reporting:{topic}", description=what
+            ctx,
+            topic,
+            group_id=ctx.group(GROUP, topic),
+            title=f"reporting:{topic}",
+            description=what,
+            max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
         )
 
         async def handler(msg: KafkaMessage) -> None:
