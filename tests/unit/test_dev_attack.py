@@ -104,7 +104,8 @@ def test_the_watchdog_kills_at_the_deadline_even_when_the_output_blocks(
         watchdog = threading.Thread(target=stack._watchdog, name="attack-watchdog", daemon=True)
         watchdog.start()
         assert recorder.exited.wait(10), "the watchdog never killed: it waited on the status line's lock"
-        assert recorder.killed_before_exit and recorder.exit_code == 1
+        assert recorder.killed_before_exit
+        assert recorder.exit_code == 1
     finally:
         status._lock.release()
     watchdog.join(10)
