@@ -191,3 +191,22 @@ def test_a_low_ephemeral_range_still_gives_spread_ports_outside_it(
     if outside is not None:
         assert all(p in outside for p in picked), sorted(picked)
     assert all(ports.port_is_free(p) for p in picked)
+
+
+def test_every_service_a_bench_starts_dies_with_the_bench() -> None:
+    """`complaints bench` promises its services die with it even when it is SIGKILLed (PR_SET_PDEATHSIG): every
+    Popen of our own CLI in a bench must pass `preexec_fn=die_with_parent(...)`. `bench reports` started its
+    reporting service without it, and a killed `bench reports` left that service running."""
+    import ast
+
+    missing = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "shared" / "devtools").glob("bench*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and ast.unparse(node.func) == "subprocess.Popen"):
+                continue
+            if "shared.devtools.cli" not in ast.unparse(node):
+                continue  # not a service (a profiler attached to one ends with it)
+            preexec = [k for k in node.keywords if k.arg == "preexec_fn"]
+            if not preexec or "die_with_parent" not in ast.unparse(preexec[0].value):
+                missing.append(f"{path.name}:{node.lineno}")
+    assert not missing, f"services started without dying with the bench: {missing}"
