@@ -271,3 +271,40 @@ def test_a_second_ctrl_c_while_stopping_kills_at_once(data: Path, stacks: list[D
     assert code == 130, dev.said()[-3000:]
     assert "Traceback" not in dev.said(), dev.said()[-3000:]
     assert lock_is_free(data)
+
+
+def test_sigterm_stops_a_stack_whose_output_nobody_reads(data: Path, stacks: list[Dev]) -> None:
+    """`complaints dev | less` with the pager suspended, or a terminal stopped with Ctrl-S: every write of the
+    stack blocks, the main thread with the status line's lock held. SIGTERM must still stop everything in 15 s
+    (the watchdog used to print through that lock first and never reached its deadline: stopped for ever)."""
+    import fcntl
+    import termios
+
+    argv = [sys.executable, "-m", "shared.devtools.cli", "dev", "--simulate", "0", "--data-dir", str(data),
+            "--port-base", str(_free_base()), "--kafka-port", str(free_port())]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "API_KEYS_FILE")}
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: one page, so the stack's own output fills it soon
+    proc = subprocess.Popen(argv, cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
+                            stdout=w, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    os.close(w)
+    dev = Dev(proc)
+    stacks.append(dev)
+    got = b""
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while b"Ctrl-C stops everything" not in got and time.monotonic() < deadline and proc.poll() is None:
+            got += os.read(r, 65536)  # read until it runs; from here on nobody reads
+        assert b"Ctrl-C stops everything" in got, got.decode(errors="replace")[-3000:]
+        queued = bytearray(4)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the status line every 5 s and the services' lines fill the pipe
+            fcntl.ioctl(r, termios.FIONREAD, queued)
+            if int.from_bytes(queued, sys.byteorder) >= 4096:
+                break
+            time.sleep(0.5)
+        assert int.from_bytes(queued, sys.byteorder) >= 4096, "the pipe did not fill"
+        _stop_within_the_promise(dev, dev.family, lambda: proc.send_signal(signal.SIGTERM))
+        assert lock_is_free(data)
+    finally:
+        os.close(r)
