@@ -210,3 +210,35 @@ def test_every_service_a_bench_starts_dies_with_the_bench() -> None:
             if not preexec or "die_with_parent" not in ast.unparse(preexec[0].value):
                 missing.append(f"{path.name}:{node.lineno}")
     assert not missing, f"services started without dying with the bench: {missing}"
+
+
+async def test_the_lag_monitor_stops_at_once_while_connecting_to_a_broker_that_never_answers() -> None:
+    """A broker that takes the connection and never answers (SIGSTOPped, or a firewall that swallows): the
+    monitor is cancelled mid-connect by the service's shutdown; it must end at once and leave no task behind."""
+    import asyncio
+    import select
+    import socket
+
+    from shared.kafka import Health
+    from shared.lag import LagMonitor
+    from shared.observability import Metrics
+    from shared.settings import Settings
+
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as mute:  # the kernel accepts; nobody answers
+        settings = Settings(
+            kafka_bootstrap_servers=f"127.0.0.1:{mute.getsockname()[1]}", database_url="postgresql://x@127.0.0.1:1/x"
+        )
+        before = set(asyncio.all_tasks())
+        monitor = LagMonitor(settings, Metrics("intake"), Health(), {"intake": ["intake.hotline"]}, retry_s=0.05)
+        monitor.start()
+        for _ in range(100):  # until the monitor's connection is there
+            if select.select([mute], [], [], 0)[0]:
+                break
+            await asyncio.sleep(0.05)
+        assert select.select([mute], [], [], 0)[0], "the monitor never connected"
+        await asyncio.wait_for(monitor.stop(), 10)
+        assert monitor._task is not None
+        assert monitor._task.done()
+        await asyncio.sleep(0.2)
+        left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
+        assert left == [], left
