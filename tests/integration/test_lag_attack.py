@@ -41,7 +41,7 @@ async def _until(pred: Callable[[], bool], timeout_s: float) -> bool:
 async def test_lag_is_measured_again_after_the_broker_went_away_and_came_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="shared.lag")
+    caplog.set_level(logging.DEBUG, logger="shared.lag")
     kafka = await asyncio.to_thread(LocalKafka(data_dir=tmp_path / "kafka", keep_data=True, partitions=1).start)
     try:
         settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url="postgresql://x@127.0.0.1:1/x")
@@ -60,12 +60,13 @@ async def test_lag_is_measured_again_after_the_broker_went_away_and_came_back(
         try:
             assert await _until(lambda: lag() == 3, 60), f"lag never measured: {lag()}"
             await asyncio.to_thread(kafka.stop)  # the broker goes away
-            assert await _until(lambda: said("Kafka not reachable") == 1, 60), "the outage was never said"
+            noticed = await _until(lambda: said("Kafka not reachable") + said("lag not measured") > 0, 90)
+            assert noticed, "no measurement failed while the broker was away"
             await asyncio.to_thread(kafka.start)  # same port, same data
             await _produce(settings, 2)
             assert await _until(lambda: lag() == 5, 90), f"lag not measured again after the broker came back: {lag()}"
-            assert said("measured again") == 1
-            assert said("Kafka not reachable") == 1  # once per outage
+            assert said("Kafka not reachable") == 1, "the outage was not said (once)"
+            assert said("measured again") == 1, "the outage's end was not said"
             assert monitor._task is not None
             assert not monitor._task.done()
         finally:
