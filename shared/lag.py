@@ -20,6 +20,9 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_ROUNDS_LOST = 2
+"""Failed rounds in a row, while connected, that make an outage (said once; the clients reconnect by themselves)."""
+
 
 def lag_by_topic(committed: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]) -> dict[str, int]:
     """Messages behind, per topic: log end minus committed offset (a partition never committed counts from 0)."""
@@ -74,11 +77,19 @@ class LagMonitor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the broker away: tried again after the pause
-                if not self._away:
-                    log.warning("lag not measured: Kafka not reachable, retrying", extra={"error": repr(exc)[:200]})
-                self._away = True
+                self._say_away(exc)
             await asyncio.sleep(pause)
             pause = min(pause * 2, self._interval_s)
+
+    def _say_away(self, exc: Exception) -> None:
+        if not self._away:
+            log.warning("lag not measured: Kafka not reachable, retrying", extra={"error": repr(exc)[:200]})
+        self._away = True
+
+    def _say_back(self) -> None:
+        if self._away:
+            log.info("lag measured again: Kafka reachable")
+        self._away = False
 
     async def _measure_while_connected(self) -> None:
         kw: dict[str, Any] = security_kwargs(self._settings)
@@ -88,16 +99,22 @@ class LagMonitor:
             await admin.start()
             await ends_reader.start()
             self.connections += 1
-            if self._away:
-                log.info("lag measured again: Kafka reachable")
-            self._away = False
+            failed = 0
             while True:
                 try:
                     await self.measure(admin, ends_reader)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a missed measurement is retried next round
+                    # The clients reconnect by themselves when the broker is back; a broker lost while connected
+                    # is said once, as one away at start is (a single missed round is not an outage).
+                    failed += 1
                     log.debug("lag not measured", extra={"error": repr(exc)[:200]})
+                    if failed >= _ROUNDS_LOST:
+                        self._say_away(exc)
+                else:
+                    failed = 0
+                    self._say_back()
                 await asyncio.sleep(self._interval_s)
         finally:
             with contextlib.suppress(Exception):

@@ -40,7 +40,7 @@ from services.reporting.projections import (
 )
 from services.reporting.store import SQL_SUMMARY
 from shared.auth import new_key
-from shared.devtools.infra.ports import free_port
+from shared.devtools.infra.ports import die_with_parent, free_port
 from shared.domain import Category, Channel, Kind, Urgency
 from shared.events import CaseState, ComplaintAssigned, ComplaintReceived, LifecycleChanged, SlaEvent
 from shared.events.base import Event
@@ -215,6 +215,7 @@ def _start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Pope
         env={**env, "HTTP_PORT": str(port)},
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl call: dies with the bench, even killed
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -230,11 +231,11 @@ class DevStack:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         # Runs in the main thread between two of its bytecodes, maybe while that thread holds the status line's lock
         # or a lock of `threading`: so it takes no lock and starts nothing. It notes the request; the watchdog thread
-        # (started with the stack) says so and kills what is left at the deadline. A second one kills at once.
+        # (started with the stack) says so and kills what is left at the deadline. A second one kills at once, and
+        # only then says so, if the output takes it now (a stopped terminal would block the write for ever).
         if self.stop_requested is not None:
-            with contextlib.suppress(OSError, ValueError):
-                os.write(sys.stdout.fileno(), b"\nsecond Ctrl-C: stopping at once.\n")
             self._kill_all()
+            _write_if_writable(b"\nsecond Ctrl-C: stopped at once.\n")
             os._exit(130)
         self.stop_signal = signal.Signals(signum).name
         self.stop_requested = time.monotonic()
@@ -242,19 +243,26 @@ class DevStack:
             raise _Interrupted
 
     def _watchdog(self) -> None:
+        # Never waits on the output (the main thread may be stuck writing with the status line's lock held): each
+        # notice is printed by a thread of its own, and the deadline is kept whatever the output does.
         while self.stop_requested is None:
             time.sleep(0.1)
         requested = self.stop_requested
-        self.out.print(f"stopping … ({self.stop_signal}; Ctrl-C again to stop at once)")
+        self._say_aside(f"stopping … ({self.stop_signal}; Ctrl-C again to stop at once)")
         time.sleep(max(0.0, requested + STOP_WITHIN_S - 1.0 - time.monotonic()))
         if self.phase == "stopped":
             return
-        self.out.print("stopping took too long: what was left is killed.")
         self._kill_all()
+        self._say_aside("stopping took too long: what was left is killed.").join(0.5)
         os._exit(1)
 
+    def _say_aside(self, line: str) -> threading.Thread:
+        thread = threading.Thread(target=self.out.print, args=(line,), name="dev-notice", daemon=True)
+        thread.start()
+        return thread
+
     def _kill_all(self) -> None:
-        for proc in self.children.values():
+        for proc in list(self.children.values()):
             with contextlib.suppress(OSError):
                 proc.kill()
         for server in (self.kafka, self.pg):
@@ -263,7 +271,9 @@ class DevStack:
                 with contextlib.suppress(OSError):
                     running.kill()
         for node in self.cluster.nodes if self.cluster is not None else ():
-            node.kill()
+            with contextlib.suppress(OSError):
+                if node.process is not None:
+                    node.process.kill()
 
     # output --------------------------------------------------------------------------------------------------
 
@@ -445,7 +455,6 @@ class DevStack:
     # stop ----------------------------------------------------------------------------------------------------
 
     def _stop(self) -> None:
-        self.phase = "stopping"
         began = self.stop_requested or time.monotonic()
         self.out.finish()
         if self.stop_requested is None:
@@ -478,24 +487,35 @@ class DevStack:
         code = 0
         try:
             try:
-                services, keys = self._start()
-                self.phase = "running"
-            except _Interrupted:
-                return 130
-            except InfraError as exc:
-                self.say(f"error: {exc}")
-                return 2
-            if self.stop_requested is not None:
-                return 130
-            self._banner(services, keys)
-            if self.args.simulate > 0:
-                self._start_simulator(keys)
-            code = self._watch()
+                code = self._run_until_stop()
+            finally:
+                self.phase = "stopping"  # from here the handler raises nothing
+        except _Interrupted:
+            # Raised at most once (the handler's second call kills instead), anywhere before the line above, even
+            # while a failed start is being reported or in that `finally`: the stop below always runs.
+            code = 130
         finally:
-            self._stop()
-            self.phase = "stopped"
-            self.lock.release()
+            self.phase = "stopping"
+            try:
+                self._stop()
+            finally:
+                self.phase = "stopped"
+                self.lock.release()
         return code
+
+    def _run_until_stop(self) -> int:
+        try:
+            services, keys = self._start()
+            self.phase = "running"
+        except InfraError as exc:
+            self.say(f"error: {exc}")
+            return 2
+        if self.stop_requested is not None:
+            return 130
+        self._banner(services, keys)
+        if self.args.simulate > 0:
+            self._start_simulator(keys)
+        return self._watch()
 
     def _banner(self, services: list[str], keys: DevKeys | None) -> None:
         base = self.args.port_base
@@ -513,6 +533,14 @@ class DevStack:
         lines += ["", "Ctrl-C stops everything (twice: at once).", ""]
         for line in lines:
             self.say(line)
+
+
+def _write_if_writable(data: bytes) -> None:
+    """Written to stdout only when that cannot block (a signal handler must not hang on a stopped terminal)."""
+    with contextlib.suppress(OSError, ValueError):
+        fd = sys.stdout.fileno()
+        if select.select([], [fd], [], 0)[1]:
+            os.write(fd, data)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> bool:

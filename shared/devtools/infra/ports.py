@@ -30,18 +30,37 @@ def ephemeral_range() -> tuple[int, int]:
     return low, high
 
 
+def _candidates() -> list[range]:
+    """Where to pick: the ports from _LOWEST up to the ephemeral range; when there are too few of those, also the
+    ports above the range (when it ends early). When the range covers nearly all ports from _LOWEST (`1024 65535`
+    is a common tuning), all of them: a spread pick then, rather than one port that every caller would get."""
+    low, high = ephemeral_range()
+    below = range(_LOWEST, min(low, 65536))
+    if len(below) >= _ENOUGH:
+        return [below]
+    outside = [r for r in (below, range(max(high + 1, _LOWEST), 65536)) if len(r)]
+    if sum(len(r) for r in outside) < _ENOUGH:
+        return [range(_LOWEST, 65536)]
+    return outside
+
+
+_ENOUGH = 1000
+"""Fewer ports than this outside the ephemeral range would make two callers' random picks meet."""
+
+
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """`preferred` when it is free, else a free port below the ephemeral range.
+    """`preferred` when it is free, else a free port outside the ephemeral range (see `_candidates`).
 
     A port picked now is bound seconds later (a broker, PostgreSQL, a service starting); one the kernel picked
     from its ephemeral range can meanwhile become the source port of one of this machine's own connections (a
-    Kafka client, a pool), and the server then fails with `address already in use`. Below the range no outgoing
+    Kafka client, a pool), and the server then fails with `address already in use`. Outside the range no outgoing
     connection ever takes it; the random pick keeps two callers apart."""
     if preferred and port_is_free(preferred, host):
         return preferred
-    low = min(ephemeral_range()[0], 65536)
+    ranges = _candidates()
+    weights = [len(r) for r in ranges]
     for _ in range(500):
-        port = random.randint(_LOWEST, max(_LOWEST, low - 1))
+        port = random.choice(random.choices(ranges, weights)[0])
         if port_is_free(port, host):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded machine: the kernel's pick
