@@ -30,8 +30,9 @@ system-deps:
 
 ## Lint, type-check, then every test tier; integration tests start real Kafka and PostgreSQL themselves. Of the
 ## fault suite (tests/e2e/test_fault_suite.py), one scenario of each kind (marker faults_quick); `make faults` runs
-## them all. The slowest tests are listed at the end (--durations), to keep CI's time in view.
-QUICK := -m "not faults or faults_quick"
+## them all; the attacks on `complaints dev` at every step of its start-up run in `make devstack` (they would add
+## minutes). The slowest tests are listed at the end (--durations), to keep CI's time in view.
+QUICK := -m "(not faults or faults_quick) and not attack"
 test: install kafka-jars system-deps lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 $(QUICK) tests
 
@@ -41,7 +42,8 @@ unit: install
 integration: install kafka-jars system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(QUICK) tests/integration tests/e2e
 
-## The dev stack run as a user runs it (tests/e2e/test_dev_stack.py, test_dev_simulate.py), alone (also in `make test`).
+## The dev stack run as a user runs it (tests/e2e/test_dev_stack.py, test_dev_simulate.py: also in `make test`), and
+## attacked at every step (tests/e2e/test_dev_attack.py).
 devstack: install kafka-jars system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m devstack tests/e2e
 

@@ -30,7 +30,7 @@ import pytest
 from shared.devtools.infra.lock import DirectoryBusyError, DirectoryLock
 from shared.devtools.infra.ports import free_port
 
-pytestmark = pytest.mark.devstack  # `make devstack`: see the Makefile
+pytestmark = [pytest.mark.devstack, pytest.mark.attack]  # `make devstack`, not `make test`: see the Makefile
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 300.0  # a cold broker on a busy 2-core machine
