@@ -422,6 +422,15 @@ def _rate(stamps: list[float], start: float) -> float | None:
     return len(stamps) / span if span > 0 else None
 
 
+def drain_rate(stamps: list[float], spawned_at: float) -> float | None:
+    """The backlog's rate: from its first output to its last; a backlog small enough to come out in one poll has no
+    such span, and is then timed from the moment the services were started (not from when they answered their
+    health check: under load a small backlog can be out before that, which left the run without a rate)."""
+    if not stamps:
+        return None
+    return _rate(stamps, min(stamps)) or _rate(stamps, spawned_at)
+
+
 async def _drain_phase(
     bootstrap: str, topics: Topics, args: argparse.Namespace, env: dict[str, str], work: Path, progress: Progress,
     result: dict[str, Any],
@@ -444,9 +453,9 @@ async def _drain_phase(
     watch = Watch()
     stop = asyncio.Event()
     reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop, asyncio.Event(), from_end=False))
+    spawned_at = time.perf_counter()
     services = _start_services(env, work, args.routing_replicas)
     await asyncio.to_thread(_wait_started, services, work, args.start_timeout, progress)
-    drain_from = time.perf_counter()
     cpu_before = _cpu_by_service(services)
     profilers = _start_profilers(services, args.profile) if args.profile else []
     done_assigned, done_deadline = await _wait_for(watch, ids, args.timeout, progress, "backlog drain")
@@ -456,10 +465,8 @@ async def _drain_phase(
         result["profile"] = _stop_profilers(profilers)
     a_stamps = [watch.assigned[c] for c in ids if c in watch.assigned]
     d_stamps = [watch.deadline[c] for c in ids if c in watch.deadline]
-    # From the first output to the last; a backlog small enough to come out in one poll has no such span, and is
-    # then timed from the moment the services were up.
-    per_s = (_rate(a_stamps, min(a_stamps)) or _rate(a_stamps, drain_from)) if a_stamps else None
-    d_per_s = (_rate(d_stamps, min(d_stamps)) or _rate(d_stamps, drain_from)) if d_stamps else None
+    per_s = drain_rate(a_stamps, spawned_at)
+    d_per_s = drain_rate(d_stamps, spawned_at)
     result.update(
         pipeline_per_s=round(per_s) if per_s else None,
         deadline_set_per_s=round(d_per_s) if d_per_s else None,
