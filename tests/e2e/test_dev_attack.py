@@ -22,13 +22,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from shared.devtools.infra.lock import DirectoryBusyError, DirectoryLock
 from shared.devtools.infra.ports import free_port
+from tests.e2e import test_dev_stack as stack
+from tests.e2e.test_dev_stack import _free_base, _stat, alive, comm, descendants, wait_all_gone
 
 pytestmark = [pytest.mark.devstack, pytest.mark.attack]  # `make devstack`, not `make test`: see the Makefile
 
@@ -38,48 +39,11 @@ STOP_WITHIN_S = 15.0  # the issue's promise
 SERVICE_LINE = re.compile(r"^(intake|routing|sla|reporting)\s*\| ")
 
 
-def _free_base() -> int:
-    for _ in range(50):
-        base = free_port() // 10 * 10
-        if base + 10 < 65535 and all(free_port(base + i) == base + i for i in range(1, 5)):
-            return base
-    raise AssertionError("no free port base")
-
-
-@dataclass
-class Dev:
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-    _cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_for(self, pred: Callable[[str], bool], timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
-        seen = 0
-        with self._cond:
-            while True:
-                for line in self.lines[seen:]:
-                    if pred(line):
-                        return line
-                seen = len(self.lines)
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and seen == len(self.lines)):
-                    raise AssertionError("not printed in time:\n" + "\n".join(self.lines[-60:]))
-                self._cond.wait(min(left, 1.0))
+class Dev(stack.Dev):
+    """tests/e2e/test_dev_stack.py's `Dev`, waiting only for the last line of the banner, and saying all it read."""
 
     def wait_running(self) -> None:
         self.wait_for(lambda line: line.startswith("Ctrl-C stops everything"), START_TIMEOUT_S)
-
-    def family(self) -> list[int]:
-        return [self.proc.pid, *descendants(self.proc.pid)]
 
     def said(self) -> str:
         with self._cond:
@@ -105,52 +69,11 @@ def start_dev(data_dir: Path) -> Dev:
     return dev
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1])
-
-
-def descendants(pid: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
-            parents[int(entry.name)] = st[1]
-    found, frontier = [], [pid]
-    while frontier:
-        children = [p for p, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if (st := _stat(p)) is not None and st[0] != "Z"]
-
-
-def wait_all_gone(pids: list[int], timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    left = alive(pids)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = alive(pids)
-    return left
 
 
 def lock_is_free(data_dir: Path) -> bool:
