@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,21 +50,9 @@ class Dev(stack.Dev):
 
 
 def start_dev(data_dir: Path) -> Dev:
-    argv = [sys.executable, "-m", "shared.devtools.cli", "dev", "--simulate", "0", "--data-dir", str(data_dir),
-            "--port-base", str(_free_base()), "--kafka-port", str(free_port())]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "API_KEYS_FILE")}
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as in a terminal: killpg reaches what a Ctrl-C reaches
-    )
-    dev = Dev(proc)
-    threading.Thread(target=dev._read, daemon=True).start()
+    """In its own process group, as in a terminal: killpg reaches what a Ctrl-C reaches."""
+    dev = stack.start_dev(data_dir, own_session=True, cls=Dev)
+    assert isinstance(dev, Dev)
     return dev
 
 

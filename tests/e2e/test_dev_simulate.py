@@ -16,9 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.devtools.infra.ports import free_port
 from shared.devtools.traffic import PLANTED_REGION
-from tests.e2e.test_dev_stack import START_TIMEOUT_S, STOP_WITHIN_S, Dev, _free_base, wait_all_gone
+from tests.e2e.test_dev_stack import START_TIMEOUT_S, STOP_WITHIN_S, Dev, start_dev, wait_all_gone
 from tests.support.prometheus import (
     panel_queries,
     panels_without_data,
@@ -59,33 +56,7 @@ def data() -> Iterator[Path]:
 
 @pytest.fixture
 def stack(data: Path) -> Iterator[Dev]:
-    base = _free_base()
-    argv = [
-        sys.executable,
-        "-m",
-        "shared.devtools.cli",
-        "dev",
-        "--simulate",
-        "20",
-        "--data-dir",
-        str(data / "run"),
-        "--port-base",
-        str(base),
-        "--kafka-port",
-        str(free_port()),
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "API_KEYS_FILE")}
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    dev = Dev(proc, port_base=base)
-    threading.Thread(target=dev._read, daemon=True).start()
+    dev = start_dev(data / "run", simulate=20)
     try:
         yield dev
     finally:
@@ -93,7 +64,7 @@ def stack(data: Path) -> Iterator[Dev]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
+            dev.proc.wait(10)
 
 
 def kept_keys(data_dir: Path) -> dict[str, str]:

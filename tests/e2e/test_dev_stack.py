@@ -95,7 +95,16 @@ class Dev:
         return [self.proc.pid, *descendants(self.proc.pid)]
 
 
-def start_dev(data_dir: Path, *extra: str, port_base: int | None = None) -> Dev:
+def start_dev(
+    data_dir: Path,
+    *extra: str,
+    port_base: int | None = None,
+    simulate: int = 0,
+    own_session: bool = False,
+    cls: type[Dev] = Dev,
+) -> Dev:
+    """`complaints dev` as a process on free ports, its output read by a thread. `own_session`: its own process
+    group, as in a terminal (killpg reaches what a Ctrl-C reaches)."""
     base = port_base or _free_base()
     argv = [
         sys.executable,
@@ -103,7 +112,7 @@ def start_dev(data_dir: Path, *extra: str, port_base: int | None = None) -> Dev:
         "shared.devtools.cli",
         "dev",
         "--simulate",
-        "0",
+        str(simulate),
         "--data-dir",
         str(data_dir),
         "--port-base",
@@ -121,8 +130,9 @@ def start_dev(data_dir: Path, *extra: str, port_base: int | None = None) -> Dev:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=own_session,
     )
-    dev = Dev(proc, port_base=base)
+    dev = cls(proc, port_base=base)
     threading.Thread(target=dev._read, daemon=True).start()
     return dev
 
