@@ -6,10 +6,11 @@ import asyncio
 import csv
 import io
 import time
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Final
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, create_model
 
@@ -161,9 +162,41 @@ def summary_xlsx(answer: dict[str, Any]) -> bytes:
     return out.getvalue()
 
 
-_SUMMARY_PARAMS: Final = {
-    "group_by": "department | channel | region | category",
-}
+_GROUP_BY_DOC: Final = "department | channel | region | category"
+
+
+@dataclass(frozen=True)
+class SummaryQuery:
+    """The summary's query (7.1), the same for its JSON, CSV and XLSX forms."""
+
+    start: str | None
+    end: str | None
+    group_by: str
+
+
+def summary_query(
+    start: str | None = Query(default=None, alias="from", description=_PERIOD_DOC),
+    end: str | None = Query(default=None, alias="to", description=_PERIOD_DOC),
+    group_by: str = Query(default="department", description=_GROUP_BY_DOC),
+) -> SummaryQuery:
+    return SummaryQuery(start, end, group_by)
+
+
+SummaryQueryDep = Depends(summary_query)
+
+
+async def _summary_of(request: Request, caller: Principal, query: SummaryQuery, report: str) -> dict[str, Any]:
+    """Checks the caller's scope, then answers the query; the time it took is observed under `report`."""
+    started = time.perf_counter()
+    _may_read(caller)
+    answer = await _summary(request, query.start, query.end, query.group_by)
+    _observe(request, report, started)
+    return answer
+
+
+def _attachment(answer: dict[str, Any], extension: str, body: bytes, media_type: str) -> Response:
+    name = f"summary_{answer['from']}_{answer['to']}_{answer['group_by']}.{extension}"
+    return Response(body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @api.get(
@@ -175,17 +208,9 @@ _SUMMARY_PARAMS: Final = {
     openapi_extra={"x-scopes": READ_SCOPES},
 )
 async def get_summary(
-    request: Request,
-    start: str | None = Query(default=None, alias="from", description=_PERIOD_DOC),
-    end: str | None = Query(default=None, alias="to", description=_PERIOD_DOC),
-    group_by: str = Query(default="department", description=_SUMMARY_PARAMS["group_by"]),
-    caller: Principal = CallerDep,
+    request: Request, query: SummaryQuery = SummaryQueryDep, caller: Principal = CallerDep
 ) -> JSONResponse:
-    started = time.perf_counter()
-    _may_read(caller)
-    answer = await _summary(request, start, end, group_by)
-    _observe(request, "summary", started)
-    return JSONResponse(answer)
+    return JSONResponse(await _summary_of(request, caller, query, "summary"))
 
 
 @api.get(
@@ -196,21 +221,10 @@ async def get_summary(
     openapi_extra={"x-scopes": READ_SCOPES},
 )
 async def get_summary_csv(
-    request: Request,
-    start: str | None = Query(default=None, alias="from", description=_PERIOD_DOC),
-    end: str | None = Query(default=None, alias="to", description=_PERIOD_DOC),
-    group_by: str = Query(default="department", description=_SUMMARY_PARAMS["group_by"]),
-    caller: Principal = CallerDep,
+    request: Request, query: SummaryQuery = SummaryQueryDep, caller: Principal = CallerDep
 ) -> Response:
-    started = time.perf_counter()
-    _may_read(caller)
-    answer = await _summary(request, start, end, group_by)
-    body = summary_csv(answer)
-    _observe(request, "summary.csv", started)
-    name = f"summary_{answer['from']}_{answer['to']}_{group_by}.csv"
-    return Response(
-        body, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{name}"'}
-    )
+    answer = await _summary_of(request, caller, query, "summary.csv")
+    return _attachment(answer, "csv", summary_csv(answer), "text/csv; charset=utf-8")
 
 
 @api.get(
@@ -221,19 +235,10 @@ async def get_summary_csv(
     openapi_extra={"x-scopes": READ_SCOPES},
 )
 async def get_summary_xlsx(
-    request: Request,
-    start: str | None = Query(default=None, alias="from", description=_PERIOD_DOC),
-    end: str | None = Query(default=None, alias="to", description=_PERIOD_DOC),
-    group_by: str = Query(default="department", description=_SUMMARY_PARAMS["group_by"]),
-    caller: Principal = CallerDep,
+    request: Request, query: SummaryQuery = SummaryQueryDep, caller: Principal = CallerDep
 ) -> Response:
-    started = time.perf_counter()
-    _may_read(caller)
-    answer = await _summary(request, start, end, group_by)
-    body = summary_xlsx(answer)
-    _observe(request, "summary.xlsx", started)
-    name = f"summary_{answer['from']}_{answer['to']}_{group_by}.xlsx"
-    return Response(body, media_type=XLSX_TYPE, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    answer = await _summary_of(request, caller, query, "summary.xlsx")
+    return _attachment(answer, "xlsx", summary_xlsx(answer), XLSX_TYPE)
 
 
 @api.get(
