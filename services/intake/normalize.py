@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from uuid import NAMESPACE_URL, uuid5
 
 from shared.domain import (
@@ -44,6 +44,7 @@ FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks of source systems drift; beyo
 MIN_YEAR, MAX_YEAR = 2000, 2100
 TITLE_MAX = 30
 
+T = TypeVar("T")
 _SOURCE_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]")
 
@@ -155,6 +156,23 @@ def decode_body(raw: bytes) -> dict[str, Any] | Rejection:
     if not isinstance(body, dict):
         return Rejection("not_an_object", f"body must be a JSON object, got {_json_type(body)}")
     return body
+
+
+def read_guarded(
+    raw: bytes, now: datetime, read: Callable[[dict[str, Any], datetime], T], id_field: str, what: str
+) -> T | Rejection:
+    """An HTTP input (a visit, a survey response) read by `read`, or why not; never raises. A refusal names the
+    input by its `id_field` when it has a usable one."""
+    body = decode_body(raw)
+    if isinstance(body, Rejection):
+        return body
+    try:
+        return read(body, now)
+    except _Invalid as exc:
+        named = body.get(id_field)
+        return Rejection(exc.error_type, mask_phones_in_text(exc.reason), named if isinstance(named, str) else None)
+    except Exception as exc:  # noqa: BLE001 - a bug answers a clear refusal, never a crash
+        return Rejection("normalize_failed", f"unexpected error while reading {what}: {type(exc).__name__}: {exc}")
 
 
 def _reject_constant(name: str) -> Any:

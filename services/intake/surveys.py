@@ -28,11 +28,10 @@ from services.intake.normalize import (
     _required_text,
     _source_id,
     _text,
-    decode_body,
+    read_guarded,
 )
 from shared.domain import Category, Channel, Kind, Urgency, category_from_label
 from shared.events import ComplaintReceived, SurveyResponded
-from shared.observability import mask_phones_in_text
 
 LOW_SCORES: Final = (1, 2)
 RESPONSE_ID_MAX: Final = 40  # `#<category>` is added for a complaint's source id, 64 characters at most
@@ -51,16 +50,7 @@ def complaint_source_id(response_id: str, category: Category) -> str:
 
 
 def normalize_survey_response(raw: bytes, now: datetime) -> SurveyIntake | Rejection:
-    body = decode_body(raw)
-    if isinstance(body, Rejection):
-        return body
-    try:
-        return read_survey(body, now)
-    except _Invalid as exc:
-        rid = body.get("responseId")
-        return Rejection(exc.error_type, mask_phones_in_text(exc.reason), rid if isinstance(rid, str) else None)
-    except Exception as exc:  # noqa: BLE001 - a bug answers a clear refusal, never a crash
-        return Rejection("normalize_failed", f"unexpected error while reading a response: {type(exc).__name__}: {exc}")
+    return read_guarded(raw, now, read_survey, "responseId", "a response")
 
 
 def read_survey(body: Mapping[str, Any], now: datetime) -> SurveyIntake:

@@ -28,11 +28,10 @@ from services.intake.normalize import (
     _required_text,
     _source_id,
     _text,
-    decode_body,
+    read_guarded,
 )
 from shared.domain import Channel, Kind, Urgency
 from shared.events import ComplaintReceived, Enterprise
-from shared.observability import mask_phones_in_text
 
 VISIT_KINDS: Final = ("roundtable", "service_day", "site_visit")
 MAX_PROBLEMS: Final = 100
@@ -65,18 +64,7 @@ def problem_source_id(visit_id: str, n: int) -> str:
 
 def normalize_visit_record(raw: bytes, now: datetime) -> VisitRecord | Rejection:
     """The visit and its problems' complaints, or why not. Never raises."""
-    body = decode_body(raw)
-    if isinstance(body, Rejection):
-        return body
-    try:
-        return read_visit(body, now)
-    except _Invalid as exc:
-        visit_id = body.get("visitId")
-        return Rejection(
-            exc.error_type, mask_phones_in_text(exc.reason), visit_id if isinstance(visit_id, str) else None
-        )
-    except Exception as exc:  # noqa: BLE001 - a bug must not crash-loop the consumer; it becomes a dead letter
-        return Rejection("normalize_failed", f"unexpected error while reading a visit: {type(exc).__name__}: {exc}")
+    return read_guarded(raw, now, read_visit, "visitId", "a visit")
 
 
 def read_visit(body: Mapping[str, Any], now: datetime) -> VisitRecord:

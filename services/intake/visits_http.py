@@ -5,7 +5,9 @@ in one transaction with the outbox."""
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -22,6 +24,7 @@ from shared.observability import mask_phones_in_text
 from shared.service import CallerDep, ServiceContext, context, read_limited
 
 router = APIRouter(tags=["visits and surveys"])
+T = TypeVar("T")
 _HTTP_STATUS: Final = {"too_large": 413, "invalid_utf8": 400, "invalid_json": 400, "not_an_object": 400}
 VISIT_READERS: Final = ("channel:visit", "reports", "admin")
 _S: Final = {"type": "string"}
@@ -109,6 +112,26 @@ def _refused(result: Rejection) -> HTTPException:
     return HTTPException(status, {"error": result.error_type, "reason": mask_phones_in_text(result.reason)})
 
 
+async def _read_input(
+    request: Request,
+    caller: Principal,
+    channel: Channel,
+    refusal: str,
+    normalize: Callable[[bytes, datetime], T | Rejection],
+) -> tuple[ServiceContext, datetime, T]:
+    """The scope check, the bounded read and the pure reading of a posted input; a refusal raises its HTTP answer."""
+    ctx = context(request)
+    if not caller.may_post_channel(channel.value):
+        raise HTTPException(403, {"error": "forbidden", "reason": refusal})
+    raw = await read_limited(request, MAX_BODY_BYTES)
+    now = ctx.clock()
+    taken = normalize(raw, now)
+    if isinstance(taken, Rejection):
+        ctx.metrics.rejected.labels(channel.value, taken.error_type).inc()
+        raise _refused(taken)
+    return ctx, now, taken
+
+
 def _count(ctx: ServiceContext, channel: Channel, new: list[ComplaintReceived], dupes: list[ComplaintReceived]) -> None:
     if new:
         ctx.metrics.received.labels(channel.value).inc(len(new))
@@ -142,15 +165,9 @@ def visit_row(visit: VisitRecord) -> store.VisitRow:
     },
 )
 async def post_visit(request: Request, caller: Principal = CallerDep) -> JSONResponse:
-    ctx = context(request)
-    if not caller.may_post_channel(Channel.VISIT.value):
-        raise HTTPException(403, {"error": "forbidden", "reason": "visits need a `channel:visit` key"})
-    raw = await read_limited(request, MAX_BODY_BYTES)
-    now = ctx.clock()
-    visit = normalize_visit_record(raw, now)
-    if isinstance(visit, Rejection):
-        ctx.metrics.rejected.labels(Channel.VISIT.value, visit.error_type).inc()
-        raise _refused(visit)
+    ctx, now, visit = await _read_input(
+        request, caller, Channel.VISIT, "visits need a `channel:visit` key", normalize_visit_record
+    )
     async with transaction(ctx) as conn:
         saved = await store.save(
             conn,
@@ -237,15 +254,9 @@ async def get_visit(visit_id: str, request: Request, caller: Principal = CallerD
     },
 )
 async def post_survey(request: Request, caller: Principal = CallerDep) -> JSONResponse:
-    ctx = context(request)
-    if not caller.may_post_channel(Channel.SURVEY.value):
-        raise HTTPException(403, {"error": "forbidden", "reason": "survey responses need a `channel:survey` key"})
-    raw = await read_limited(request, MAX_BODY_BYTES)
-    now = ctx.clock()
-    taken = normalize_survey_response(raw, now)
-    if isinstance(taken, Rejection):
-        ctx.metrics.rejected.labels(Channel.SURVEY.value, taken.error_type).inc()
-        raise _refused(taken)
+    ctx, now, taken = await _read_input(
+        request, caller, Channel.SURVEY, "survey responses need a `channel:survey` key", normalize_survey_response
+    )
     async with transaction(ctx) as conn:
         new = await store.save_response(conn, taken.response, now=now, via="http", topic=ctx.topics.survey_responses)
         saved = await store.save(
