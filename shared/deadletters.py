@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from shared.events import DeadLetter
-from shared.outbox import OutboxMessage
+from shared.outbox import OutboxMessage, enqueue
 
 SQL_INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letters (dead_letter_id, source_topic, source_partition, source_offset, source_key,
@@ -48,3 +48,13 @@ async def store_dead_letters(conn: asyncpg.Connection[Any], letters: Sequence[De
 def dead_letter_message(letter: DeadLetter, dlq_topic: str) -> OutboxMessage:
     """The `complaints.dlq` message of a dead letter, keyed by its source key's exact bytes."""
     return OutboxMessage(dlq_topic, letter.key_bytes(), letter.to_json_bytes())
+
+
+async def save_dead_letters(
+    conn: asyncpg.Connection[Any], letters: Sequence[DeadLetter], dlq_topic: str
+) -> list[DeadLetter]:
+    """Store dead letters and queue the `complaints.dlq` message of each new one, in the caller's transaction;
+    returns the new ones."""
+    fresh = await store_dead_letters(conn, letters)
+    await enqueue(conn, [dead_letter_message(d, dlq_topic) for d in fresh])
+    return fresh

@@ -41,12 +41,14 @@ from swagger_ui_bundle import swagger_ui_path
 from shared.auth import KeyRing, Principal
 from shared.clock import Clock, system_clock
 from shared.db import after_fault, create_pool, is_transient, ping
+from shared.deadletters import save_dead_letters
 from shared.kafka import (
     BatchFn,
     GiveUpFn,
     Health,
     RawRecord,
     bootstrap_list,
+    dead_letter_of,
     ensure_topics,
     make_producer,
     process_with_retries,
@@ -490,6 +492,20 @@ async def consume_batch(
     await msg.ack()
     ctx.metrics.batch_seconds.labels(group).observe(time.perf_counter() - started)
     ctx.metrics.batch_records.labels(group).observe(len(records))
+
+
+async def give_up_as_dead_letter(
+    ctx: ServiceContext, record: RawRecord, exc: BaseException, attempts: int, *, service: str
+) -> None:
+    """A consumer's `give_up`: a record that failed for good for a reason other than its data (a bug) becomes a
+    `processing_failed` dead letter, stored with its outgoing message in one transaction, counted, and sent."""
+    reason = f"{type(exc).__name__}: {exc}"[:500]
+    letter = dead_letter_of(record, "processing_failed", reason, ctx.clock(), service=service, attempts=attempts)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        fresh = await save_dead_letters(conn, [letter], ctx.topics.dlq)
+    for new in fresh:
+        ctx.metrics.dead_letters.labels(new.source_topic).inc()
+    ctx.relay.wake()
 
 
 async def read_limited(request: Request, limit: int) -> bytes:

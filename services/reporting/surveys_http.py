@@ -17,12 +17,11 @@ from services.reporting.surveys import GROUP_BY, ScoreRow, Tally, score_rows, su
 from services.reporting.worker import FETCH_BYTES_PER_PARTITION
 from shared.auth import Principal
 from shared.db import is_transient
-from shared.deadletters import dead_letter_message, store_dead_letters
+from shared.deadletters import save_dead_letters
 from shared.domain import LOCAL_TZ
 from shared.events import DeadLetter, SurveyResponded
 from shared.kafka import RawRecord, dead_letter_of
-from shared.outbox import enqueue
-from shared.service import CallerDep, ServiceContext, batch_subscriber, consume_batch
+from shared.service import CallerDep, ServiceContext, batch_subscriber, consume_batch, give_up_as_dead_letter
 
 GROUP: Final = "reporting.surveys"
 api = APIRouter(tags=["reports"])
@@ -76,21 +75,15 @@ class SurveyScores:
                     [r.answered_day for r in rows],
                     [r.region_code for r in rows],
                 )
-            fresh = await store_dead_letters(conn, letters)
-            await enqueue(conn, [dead_letter_message(d, self.ctx.topics.dlq) for d in fresh])
+            fresh = await save_dead_letters(conn, letters, self.ctx.topics.dlq)
         for letter in fresh:
             self.ctx.metrics.dead_letters.labels(letter.source_topic).inc()
         if fresh:
             self.ctx.relay.wake()
 
     async def give_up(self, record: RawRecord, exc: BaseException, attempts: int) -> None:
-        now = self.ctx.clock()
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        letter = dead_letter_of(record, "processing_failed", reason, now, service="reporting", attempts=attempts)
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            fresh = await store_dead_letters(conn, [letter])
-            await enqueue(conn, [dead_letter_message(d, self.ctx.topics.dlq) for d in fresh])
-        self.ctx.relay.wake()
+        """A record that failed for good for a reason other than its data: a dead letter, counted."""
+        await give_up_as_dead_letter(self.ctx, record, exc, attempts, service="reporting")
 
     async def on_batch(self, msg: Any) -> None:
         await consume_batch(

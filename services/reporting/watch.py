@@ -54,7 +54,7 @@ from shared.events import (
 )
 from shared.kafka import RawRecord, dead_letter_of
 from shared.outbox import OutboxMessage, enqueue
-from shared.service import ServiceContext, batch_subscriber, consume_batch
+from shared.service import ServiceContext, batch_subscriber, consume_batch, give_up_as_dead_letter
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -198,15 +198,8 @@ class Watch:
             ctx.relay.wake()
 
     async def give_up(self, record: RawRecord, exc: BaseException, attempts: int) -> None:
-        now = self.ctx.clock()
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        letter = dead_letter_of(record, "processing_failed", reason, now, service=SERVICE, attempts=attempts)
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            new_letters = await store_dead_letters(conn, [letter])
-            await enqueue(conn, [dead_letter_message(d, self.ctx.topics.dlq) for d in new_letters])
-        for fresh in new_letters:
-            self.ctx.metrics.dead_letters.labels(fresh.source_topic).inc()
-        self.ctx.relay.wake()
+        """A record that failed for good for a reason other than its data: a dead letter, counted."""
+        await give_up_as_dead_letter(self.ctx, record, exc, attempts, service=SERVICE)
 
     async def on_batch(self, msg: Any) -> None:
         await consume_batch(

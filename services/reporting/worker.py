@@ -15,11 +15,10 @@ from pydantic import ValidationError
 from services.reporting import store
 from services.reporting.projections import Contribution, Fact, FoldState, SlimFact, fold_batch, slim
 from services.reporting.store import StoredFact
-from shared.deadletters import dead_letter_message, store_dead_letters
+from shared.deadletters import save_dead_letters
 from shared.events import ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
 from shared.kafka import RawRecord, dead_letter_of
-from shared.outbox import enqueue
-from shared.service import ServiceContext, batch_subscriber, consume_batch
+from shared.service import ServiceContext, batch_subscriber, consume_batch, give_up_as_dead_letter
 
 log = logging.getLogger(__name__)
 SERVICE: Final = "reporting"
@@ -105,8 +104,7 @@ class Projection:
                     fresh.setdefault(f.complaint_id, []).append(f.fact)
             if fresh:
                 await self.project(conn, fresh, now)
-            new_letters = await store_dead_letters(conn, letters)
-            await enqueue(conn, [dead_letter_message(d, ctx.topics.dlq) for d in new_letters])
+            new_letters = await save_dead_letters(conn, letters, ctx.topics.dlq)
         self.metrics.facts.labels("applied").inc(len(stored))
         self.metrics.facts.labels("duplicate").inc(len(facts) - len(stored))
         if facts:
@@ -143,15 +141,7 @@ class Projection:
 
     async def give_up(self, record: RawRecord, exc: BaseException, attempts: int) -> None:
         """A record that failed for good for a reason other than its data: a dead letter, counted."""
-        now = self.ctx.clock()
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        letter = dead_letter_of(record, "processing_failed", reason, now, service=SERVICE, attempts=attempts)
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            new_letters = await store_dead_letters(conn, [letter])
-            await enqueue(conn, [dead_letter_message(d, self.ctx.topics.dlq) for d in new_letters])
-        for fresh in new_letters:
-            self.ctx.metrics.dead_letters.labels(fresh.source_topic).inc()
-        self.ctx.relay.wake()
+        await give_up_as_dead_letter(self.ctx, record, exc, attempts, service=SERVICE)
 
     async def on_batch(self, msg: Any) -> None:
         await consume_batch(
