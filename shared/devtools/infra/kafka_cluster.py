@@ -21,6 +21,7 @@ from pathlib import Path
 
 from shared.devtools.infra.kafka_local import KAFKA_VERSION, LOG4J2, InfraError, ensure_jars
 from shared.devtools.infra.ports import die_with_parent, free_port, wait_for_port
+from shared.devtools.infra.process import kill_process, serve_until_signalled, stop_process
 
 REPLICATION = 3
 MIN_INSYNC = 2
@@ -147,20 +148,12 @@ class ClusterNode:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, signal.SIGTERM, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL, for fault tests; the data stays so `start()` resumes the node."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        kill_process(proc)
 
 
 @dataclass
@@ -193,8 +186,17 @@ class KafkaCluster:
         return [(pick(self.first_port + i if self.first_port else None), pick(None)) for i in range(self.size)]
 
     def start(self, timeout_s: float = 180.0) -> KafkaCluster:
+        """Start every node and wait until each answers. Whatever stops the start (an error, Ctrl-C, SIGTERM as
+        KeyboardInterrupt) stops the nodes and removes a data directory this start made."""
         if self.size < REPLICATION:
             raise InfraError(f"a cluster needs at least {REPLICATION} nodes for replication factor {REPLICATION}")
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> KafkaCluster:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-cluster-"))
             self._own_dir = True
@@ -209,14 +211,10 @@ class KafkaCluster:
             ClusterNode(i + 1, p, c, self.data_dir / f"node-{i + 1}", cluster_id, voters, self.partitions, self.heap)
             for i, (p, c) in enumerate(ports)
         ]
-        try:
-            for node in self.nodes:  # all at once: a controller quorum needs a majority before any broker is ready
-                node.launch()
-            for node in self.nodes:
-                node.wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
+        for node in self.nodes:  # all at once: a controller quorum needs a majority before any broker is ready
+            node.launch()
+        for node in self.nodes:
+            node.wait_ready(timeout_s)
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -240,12 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     except InfraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"Kafka {KAFKA_VERSION} cluster of {cluster.size} ready on {cluster.bootstrap}", flush=True)
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    finally:
-        cluster.stop()
-    return 0
+    return serve_until_signalled(
+        f"Kafka {KAFKA_VERSION} cluster of {cluster.size} ready on {cluster.bootstrap}", cluster.stop
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.devtools.infra.ports import die_with_parent, free_port, wait_for_port
+from shared.devtools.infra.process import kill_process, serve_until_signalled, stop_process
 
 KAFKA_VERSION = "4.1.1"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -172,6 +173,15 @@ class LocalKafka:
         }
 
     def start(self, timeout_s: float = 90.0) -> LocalKafka:
+        """Start the broker and wait until it answers. Whatever stops the start (an error, Ctrl-C, SIGTERM as
+        KeyboardInterrupt) stops the broker and removes a data directory this start made."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> LocalKafka:
         jars = ensure_jars()
         java = shutil.which("java")
         if java is None:
@@ -237,7 +247,6 @@ class LocalKafka:
             if wait_for_port(self.port, 0.5) and self._broker_ready():
                 return self
             time.sleep(0.2)
-        self.stop()
         raise InfraError(f"Kafka did not become ready on {self.bootstrap} within {timeout_s:.0f} s")
 
     def output(self) -> str:
@@ -254,22 +263,14 @@ class LocalKafka:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, signal.SIGTERM, timeout_s)
         if self._own_dir and not self.keep_data and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def kill(self) -> None:
         """SIGKILL, for fault tests; the data directory stays so `start()` can resume it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
+        proc, self.process = self.process, None
+        kill_process(proc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,12 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     except InfraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"Kafka {KAFKA_VERSION} ready on {kafka.bootstrap}", flush=True)
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    finally:
-        kafka.stop()
-    return 0
+    return serve_until_signalled(f"Kafka {KAFKA_VERSION} ready on {kafka.bootstrap}", kafka.stop)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from shared.devtools.infra.kafka_local import InfraError
 from shared.devtools.infra.ports import die_with_parent, free_port, wait_for_port
+from shared.devtools.infra.process import kill_process, stop_process
 
 RUN_AS = "embedded_postgres"
 DATABASE = "complaints"
@@ -67,6 +68,15 @@ class LocalPostgres:
         return (user.pw_uid, user.pw_gid) if user else (None, None)
 
     def start(self, timeout_s: float = 30.0) -> LocalPostgres:
+        """Start the server and wait until it answers. Whatever stops the start (an error, Ctrl-C, SIGTERM as
+        KeyboardInterrupt) stops the server and removes a data directory this start made."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> LocalPostgres:
         bins = _bin_dir()
         user = _user()
         if self.data_dir is None:
@@ -140,7 +150,6 @@ class LocalPostgres:
                 if fresh:
                     self._psql(bins, "postgres", f"CREATE DATABASE {DATABASE}")
                 return self
-        self.stop()
         raise InfraError(f"PostgreSQL did not become ready on port {self.port} within {timeout_s:.0f} s")
 
     def _ready(self, bins: Path) -> bool:
@@ -163,18 +172,10 @@ class LocalPostgres:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, signal.SIGINT, timeout_s)  # SIGINT: PostgreSQL's fast shutdown
         if self._own_dir and not self.keep_data and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
+        proc, self.process = self.process, None
+        kill_process(proc)
