@@ -73,6 +73,7 @@ class BulletinData:
     repeats: Sequence[Row]  # contract 7 repeats rows
     ledger: LedgerProgress | None
     extra_sections: Sequence[tuple[str, str]] = field(default_factory=tuple)  # (heading, trusted HTML), later parts
+    repeats_not_listed: int = 0  # repeats past MAX_REPEATS: the page says how many, GET /v1/reports/repeats has all
 
 
 def rank_departments(rows: Sequence[Row]) -> list[Row]:
@@ -122,7 +123,7 @@ def _bar_chart(rows: Sequence[Row], figure: str, label: str) -> str:
     parts = [
         f'<svg class="chart" role="img" aria-label="{escape(label)}" viewBox="0 0 {width} {height}" '
         f'width="100%" xmlns="http://www.w3.org/2000/svg">',
-        f'<title>{escape(label)}</title>',
+        f"<title>{escape(label)}</title>",
     ]
     for tick in (0, 25, 50, 75, 100):
         x = left + scale * tick / 100
@@ -212,7 +213,7 @@ def _overdue_table(cases: Sequence[OverdueCase], as_of: datetime) -> str:
     )
 
 
-def _repeats_list(repeats: Sequence[Row], category_names: Mapping[str, str]) -> str:
+def _repeats_list(repeats: Sequence[Row], category_names: Mapping[str, str], not_listed: int = 0) -> str:
     if not repeats:
         return '<p class="empty">本月未发现重复诉求。</p>'
     kinds = {"same_enterprise_90d": "90日内重复", "consecutive_years": "连续两年"}
@@ -226,7 +227,12 @@ def _repeats_list(repeats: Sequence[Row], category_names: Mapping[str, str]) -> 
             f"<li><b>{who}</b> · {category} · {kinds.get(str(r.get('kind')), escape(str(r.get('kind'))))} · "
             f"{len(ids)} 件（{escape('、'.join(str(i) for i in ids[:5]))}{'…' if len(ids) > 5 else ''}）</li>"
         )
-    return f"<ul class='repeats'>{''.join(items)}</ul>"
+    more = (
+        f'<p class="more">另有 {not_listed} 组重复诉求未列出，完整名单见 GET /v1/reports/repeats。</p>'
+        if not_listed
+        else ""
+    )
+    return f"<ul class='repeats'>{''.join(items)}</ul>{more}"
 
 
 def _ledger_section(ledger: LedgerProgress | None) -> str:
@@ -269,7 +275,7 @@ td.name { text-align: left; } td.mono { font-family: monospace; font-size: 8pt; 
 .chart .value { font-size: 11px; fill: #1b1f24; }
 .donut-text { font-size: 20px; font-weight: 700; fill: #1a7f37; }
 .ledger { display: flex; gap: 6mm; align-items: center; }
-.empty { color: #57606a; }
+.empty, .more { color: #57606a; }
 ul.repeats li { margin-bottom: 1mm; }
 footer { margin-top: 8mm; color: #57606a; font-size: 8.5pt; border-top: 1px solid #d0d7de; padding-top: 2mm; }
 """
@@ -298,7 +304,7 @@ def render_bulletin(data: BulletinData, category_names: Mapping[str, str] | None
 <section><h2>二、部门排名（按时办结率）</h2>{_bar_chart(ranked, "on_time_rate", "各部门按时办结率")}
 {_ranking_table(ranked)}</section>
 <section><h2>三、超期未办结案件</h2>{_overdue_table(data.overdue, data.as_of)}</section>
-<section><h2>四、重复诉求</h2>{_repeats_list(data.repeats, category_names or {})}</section>
+<section><h2>四、重复诉求</h2>{_repeats_list(data.repeats, category_names or {}, data.repeats_not_listed)}</section>
 <section><h2>五、整改台账进展</h2>{_ledger_section(data.ledger)}</section>
 {extra}
 <footer>说明：受理量按诉求受理时间统计；办结率＝已办结÷受理量；按时办结率＝（按时办结＋经批准延期后按时办结）÷已办结；
@@ -312,6 +318,7 @@ def render_bulletin(data: BulletinData, category_names: Mapping[str, str] | None
 
 _MONTH: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 MAX_OVERDUE: Final = 10
+MAX_REPEATS: Final = 20
 """The bulletin lists at most this many overdue cases, most overdue first."""
 
 
@@ -363,7 +370,8 @@ def build_bulletin(
 ) -> BulletinData:
     """One month's bulletin from what the read model holds: the month's rollup sums by department and in total,
     the previous month's total (no case then: None), the overdue cases (most overdue first; at most MAX_OVERDUE
-    kept), the cases behind the repeats, and the ledger's items with their `recurring` flags. Free text that
+    kept), the cases behind the repeats (the MAX_REPEATS with the most
+    cases listed, the rest counted), and the ledger's items with their `recurring` flags. Free text that
     enterprises wrote (titles, enterprise names) goes out with every phone number masked."""
     first, last = parse_month(month)
     answer = summary("department", groups, total, start=first, end=last, as_of=as_of)
@@ -380,11 +388,21 @@ def build_bulletin(
         )
         for o in worst
     ]
-    repeats = []
-    for found in find_repeats(repeat_cases, first, last):
-        enterprise = found["enterprise"]
-        repeats.append({**found, "enterprise": {**enterprise, "name": _masked(enterprise["name"])}})
+    found = find_repeats(repeat_cases, first, last)  # most cases first
+    repeats = [
+        {**r, "enterprise": {**r["enterprise"], "name": _masked(r["enterprise"]["name"])}} for r in found[:MAX_REPEATS]
+    ]
     ledger_total, closed, rate = completion(ledger_items)
     by_status = {s.value: sum(1 for i in ledger_items if i.status is s) for s in ItemStatus}
     ledger = LedgerProgress(ledger_total, closed, rate, by_status, sum(1 for f in ledger_recurring if f))
-    return BulletinData(month, as_of, answer["total"], before, answer["groups"], cases, repeats, ledger)
+    return BulletinData(
+        month,
+        as_of,
+        answer["total"],
+        before,
+        answer["groups"],
+        cases,
+        repeats,
+        ledger,
+        repeats_not_listed=max(0, len(found) - MAX_REPEATS),
+    )

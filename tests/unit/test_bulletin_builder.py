@@ -12,6 +12,7 @@ import pytest
 
 from services.reporting.bulletin import (
     MAX_OVERDUE,
+    MAX_REPEATS,
     BulletinData,
     OverdueRow,
     build_bulletin,
@@ -168,6 +169,34 @@ def test_repeats_of_the_month_with_enterprise_names_masked() -> None:
         ("same_enterprise_90d", ["hotline:A1", "hotline:A2"])
     ]
     assert data.repeats[0]["enterprise"]["name"] == "开鲁县红干椒加工厂（电话138****5678）"
+
+
+def test_a_month_of_many_repeats_lists_those_with_the_most_cases_and_counts_the_rest() -> None:
+    at = datetime(2026, 11, 3, 2, tzinfo=UTC)
+    extra = 7
+    cases = [
+        RepeatCase(f"hotline:E{n}-{i}", at - timedelta(days=i), f"uscc:E{n}", f"企业{n}", f"E{n}", "financing")
+        for n in range(MAX_REPEATS + extra)
+        for i in range(2 + (n == 5) * 3)  # enterprise 5 has five cases, every other two
+    ]
+    data = _bulletin_of([], repeat_cases=cases)
+    assert len(data.repeats) == MAX_REPEATS
+    assert data.repeats_not_listed == extra
+    assert data.repeats[0]["enterprise"]["uscc"] == "E5"
+    assert len(data.repeats[0]["complaint_ids"]) == 5
+    page = render_bulletin(data)
+    assert page.count("<li><b>企业") == MAX_REPEATS
+    assert f"另有 {extra} 组重复诉求未列出" in page
+
+
+def test_a_month_of_few_repeats_lists_them_all_and_says_nothing_more() -> None:
+    at = datetime(2026, 11, 3, 2, tzinfo=UTC)
+    cases = [
+        RepeatCase(f"hotline:F{i}", at - timedelta(days=i), "uscc:F", "某企业", "F", "financing") for i in range(2)
+    ]
+    data = _bulletin_of([], repeat_cases=cases)
+    assert (len(data.repeats), data.repeats_not_listed) == (1, 0)
+    assert "未列出" not in render_bulletin(data)
 
 
 def test_the_ledger_progress_48_items_33_closed() -> None:
