@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -414,15 +414,33 @@ def database_away(exc: BaseException) -> bool:
     return is_transient(exc) or (isinstance(sqlstate, str) and sqlstate[:2] in _AWAY_CLASSES)
 
 
+UNAVAILABLE: Final = {"error": "unavailable", "reason": "the database is not reachable; retry later"}
+
+
+def unavailable() -> HTTPException:
+    """503 with Retry-After: the database cannot serve now."""
+    return HTTPException(503, dict(UNAVAILABLE), headers={"Retry-After": "5"})
+
+
+@asynccontextmanager
+async def db_or_503() -> AsyncIterator[None]:
+    """Around an HTTP route's database step: a passing database fault (the database away, a wait on it timed out,
+    the pool closing) is answered 503 with Retry-After; an HTTPException or any other error passes as it is."""
+    try:
+        yield
+    except HTTPException:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise unavailable() from exc
+        raise
+
+
 def _answer_database_faults(app: FastAPI) -> None:
     async def database_fault(request: Request, exc: Exception) -> JSONResponse:
         if database_away(exc):
             log.warning("database unavailable", extra={"path": request.url.path, "error_type": type(exc).__name__})
-            return JSONResponse(
-                {"error": "unavailable", "reason": "the database is not reachable; retry later"},
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
+            return JSONResponse(UNAVAILABLE, status_code=503, headers={"Retry-After": "5"})
         if isinstance(exc, asyncpg.DataError):
             return JSONResponse(
                 {"error": "invalid", "reason": f"the request holds a value the database cannot take: {exc}"[:300]},

@@ -23,7 +23,7 @@ from services.intake.visits import VisitRecord, normalize_visit_record
 from services.intake.visits_http import router as visits_router
 from services.intake.visits_http import visit_row
 from shared.auth import Principal
-from shared.db import bounded_transaction, is_transient
+from shared.db import bounded_transaction
 from shared.domain import RAW_CHANNELS, Channel
 from shared.events import ComplaintReceived, DeadLetter, SurveyResponded
 from shared.kafka import RawRecord, dead_letter_of
@@ -36,6 +36,7 @@ from shared.service import (
     consume_batch,
     context,
     create_service_app,
+    db_or_503,
     read_limited,
     scopes,
 )
@@ -309,19 +310,10 @@ async def post_intake(
         ctx.metrics.rejected.labels(chan.value, result.error_type).inc()
         status = _HTTP_STATUS.get(result.error_type, 422)
         raise HTTPException(status, {"error": result.error_type, "reason": mask_phones_in_text(result.reason)})
-    try:
-        async with bounded_transaction(ctx.pool, ctx.settings.http_db_timeout_s) as conn:
-            saved = await store.save(
-                conn, [result], [], now=now, via="http", received_topic=ctx.topics.received, dlq_topic=ctx.topics.dlq
-            )
-    except Exception as exc:
-        if is_transient(exc):
-            raise HTTPException(
-                503,
-                {"error": "unavailable", "reason": "the database is not reachable; retry later"},
-                headers={"Retry-After": "5"},
-            ) from exc
-        raise
+    async with db_or_503(), bounded_transaction(ctx.pool, ctx.settings.http_db_timeout_s) as conn:
+        saved = await store.save(
+            conn, [result], [], now=now, via="http", received_topic=ctx.topics.received, dlq_topic=ctx.topics.dlq
+        )
     duplicate = not saved.new_complaints
     if duplicate:
         ctx.metrics.duplicates.labels(chan.value).inc()

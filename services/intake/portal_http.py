@@ -37,10 +37,9 @@ from services.intake.portal import (
     trusted_networks,
 )
 from services.intake.portal_page import TrackView, form_page, message_page, track_page
-from shared.db import is_transient
 from shared.domain import LOCAL_TZ, Channel
 from shared.events import ComplaintReceived
-from shared.service import ServiceContext, context, read_limited
+from shared.service import ServiceContext, context, db_or_503, read_limited
 
 router = APIRouter(tags=["portal"])
 PUBLIC: Final[dict[str, Any]] = {"x-scopes": []}
@@ -69,17 +68,8 @@ def portal_guard(ctx: ServiceContext) -> PortalGuard:
 @asynccontextmanager
 async def transaction(ctx: ServiceContext) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A connection in a transaction, answered with 503 and Retry-After when the database is away."""
-    try:
-        async with asyncio.timeout(10), ctx.pool.acquire() as conn, conn.transaction():
-            yield conn
-    except Exception as exc:
-        if is_transient(exc) or isinstance(exc, TimeoutError):
-            raise HTTPException(
-                503,
-                {"error": "unavailable", "reason": "the database is not reachable; retry later"},
-                headers={"Retry-After": "5"},
-            ) from exc
-        raise
+    async with db_or_503(), asyncio.timeout(10), ctx.pool.acquire() as conn, conn.transaction():
+        yield conn
 
 
 # --- the documents ---------------------------------------------------------------------------------------------

@@ -23,14 +23,13 @@ from services.reporting.bulletin import (
     previous_month,
     render_bulletin,
 )
-from services.reporting.http import ERRORS, READ_SCOPES, _ctx, _invalid, _may_read, _observe, _unavailable
+from services.reporting.http import ERRORS, READ_SCOPES, _ctx, _invalid, _may_read, _observe
 from services.reporting.ledger import previous_years, recurring_flags
 from services.reporting.projections import CATEGORY_NAMES, TOTAL_DIMENSION, TOTAL_KEY, ZERO
 from services.reporting.watch import bulletin_sections
 from shared.auth import Principal
-from shared.db import is_transient
 from shared.domain import LOCAL_TZ
-from shared.service import CallerDep
+from shared.service import CallerDep, db_or_503
 
 api = APIRouter(tags=["reports"])
 
@@ -64,25 +63,21 @@ async def get_bulletin(
         raise _invalid(str(exc)) from None
     before_first, before_last = previous_month(first)
     look_back = min(date(first.year - 1, 1, 1), first - timedelta(days=90))
-    try:
-        # One snapshot, so the page's figures agree with one another.
-        async with (
-            asyncio.timeout(20),
-            ctx.pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            groups = await store.sum_rollups(conn, "department", first, last)
-            total = (await store.sum_rollups(conn, TOTAL_DIMENSION, first, last)).get(TOTAL_KEY, ZERO)
-            before = (await store.sum_rollups(conn, TOTAL_DIMENSION, before_first, before_last)).get(TOTAL_KEY, ZERO)
-            overdue = await store.overdue_cases(conn, last, MAX_OVERDUE)
-            repeat_cases = await store.repeat_cases(conn, first, last, look_back)
-            items = await ledger_store.list_items(conn)
-            flags = recurring_flags(items, await ledger_store.items_of_years(conn, previous_years(items)))
-            sections = await bulletin_sections(conn, first, last, as_of)
-    except Exception as exc:
-        if is_transient(exc):
-            raise _unavailable() from exc
-        raise
+    # One snapshot, so the page's figures agree with one another.
+    async with (
+        db_or_503(),
+        asyncio.timeout(20),
+        ctx.pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        groups = await store.sum_rollups(conn, "department", first, last)
+        total = (await store.sum_rollups(conn, TOTAL_DIMENSION, first, last)).get(TOTAL_KEY, ZERO)
+        before = (await store.sum_rollups(conn, TOTAL_DIMENSION, before_first, before_last)).get(TOTAL_KEY, ZERO)
+        overdue = await store.overdue_cases(conn, last, MAX_OVERDUE)
+        repeat_cases = await store.repeat_cases(conn, first, last, look_back)
+        items = await ledger_store.list_items(conn)
+        flags = recurring_flags(items, await ledger_store.items_of_years(conn, previous_years(items)))
+        sections = await bulletin_sections(conn, first, last, as_of)
     data = build_bulletin(
         label,
         as_of,

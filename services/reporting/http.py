@@ -18,9 +18,8 @@ from services.reporting import store
 from services.reporting.projections import FIGURES, GROUP_BY, TOTAL_DIMENSION, TOTAL_KEY, ZERO, summary
 from services.reporting.repeats import find_repeats
 from shared.auth import Principal
-from shared.db import is_transient
 from shared.domain import LOCAL_TZ
-from shared.service import CallerDep, ServiceContext
+from shared.service import CallerDep, ServiceContext, db_or_503
 
 api = APIRouter(tags=["reports"])
 READ_SCOPES: Final = ["reports", "admin"]
@@ -109,23 +108,10 @@ async def _summary(request: Request, start: str | None, end: str | None, group_b
         raise _invalid(f"group_by must be one of {', '.join(GROUP_BY)}, not {group_by[:40]!r}")
     now = ctx.clock()
     frm, to = period(start, end, now.astimezone(LOCAL_TZ).date())
-    try:
-        async with asyncio.timeout(10), ctx.pool.acquire() as conn:
-            groups, totals = await store.sum_summary(conn, group_by, TOTAL_DIMENSION, frm, to)
-            total = totals.get(TOTAL_KEY, ZERO)
-    except Exception as exc:
-        if is_transient(exc):
-            raise _unavailable() from exc
-        raise
+    async with db_or_503(), asyncio.timeout(10), ctx.pool.acquire() as conn:
+        groups, totals = await store.sum_summary(conn, group_by, TOTAL_DIMENSION, frm, to)
+        total = totals.get(TOTAL_KEY, ZERO)
     return summary(group_by, groups, total, start=frm, end=to, as_of=now)
-
-
-def _unavailable() -> HTTPException:
-    return HTTPException(
-        503,
-        {"error": "unavailable", "reason": "the database is not reachable; retry later"},
-        headers={"Retry-After": "5"},
-    )
 
 
 def _observe(request: Request, report: str, started: float) -> None:
@@ -259,13 +245,8 @@ async def get_repeats(
     ctx = _ctx(request)
     frm, to = period(start, end, ctx.clock().astimezone(LOCAL_TZ).date())
     look_back = min(date(frm.year - 1, 1, 1), frm - timedelta(days=90))
-    try:
-        async with asyncio.timeout(10), ctx.pool.acquire() as conn:
-            cases = await store.repeat_cases(conn, frm, to, look_back)
-    except Exception as exc:
-        if is_transient(exc):
-            raise _unavailable() from exc
-        raise
+    async with db_or_503(), asyncio.timeout(10), ctx.pool.acquire() as conn:
+        cases = await store.repeat_cases(conn, frm, to, look_back)
     answer = {"repeats": find_repeats(cases, frm, to)}
     _observe(request, "repeats", started)
     return JSONResponse(answer)

@@ -34,8 +34,7 @@ from services.reporting.ledger import (
 )
 from services.reporting.ledger_store import Executor
 from shared.auth import Principal
-from shared.db import is_transient
-from shared.service import CallerDep, context, read_limited
+from shared.service import CallerDep, context, db_or_503, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +144,6 @@ def _require(caller: Principal, scopes: Sequence[str]) -> None:
         raise HTTPException(403, {"error": "forbidden", "reason": f"this needs a key of scope {' or '.join(scopes)}"})
 
 
-def _unavailable() -> HTTPException:
-    return HTTPException(
-        503,
-        {"error": "unavailable", "reason": "the database is not reachable; retry later"},
-        headers={"Retry-After": "5"},
-    )
-
-
 async def _close_locked(conn: asyncpg.Connection[Any], item_id: str, wanted: CloseRequest, now: datetime) -> LedgerItem:
     item = await ledger_store.lock_item(conn, item_id)
     if item is None:
@@ -184,16 +175,9 @@ async def _filtered(
                 },
             ) from None
     ctx = context(request)
-    try:
-        async with asyncio.timeout(30), ctx.pool.acquire() as conn, conn.transaction(readonly=True):
-            items = await ledger_store.list_items(
-                conn, source=source or None, status=wanted, department=department or None
-            )
-            flags = await _flagged(conn, items)
-    except Exception as exc:
-        if is_transient(exc):
-            raise _unavailable() from exc
-        raise
+    async with db_or_503(), asyncio.timeout(30), ctx.pool.acquire() as conn, conn.transaction(readonly=True):
+        items = await ledger_store.list_items(conn, source=source or None, status=wanted, department=department or None)
+        flags = await _flagged(conn, items)
     return items, flags
 
 
@@ -235,13 +219,8 @@ async def import_items(request: Request, caller: Principal = CallerDep) -> JSONR
     except LedgerImportError as exc:
         error = "invalid_row" if exc.row is not None else "invalid_file"
         raise HTTPException(422, {"error": error, "row": exc.row, "reason": exc.reason}) from None
-    try:
-        async with asyncio.timeout(30), ctx.pool.acquire() as conn, conn.transaction():
-            count = await ledger_store.import_items(conn, items, ctx.clock())
-    except Exception as exc:
-        if is_transient(exc):
-            raise _unavailable() from exc
-        raise
+    async with db_or_503(), asyncio.timeout(30), ctx.pool.acquire() as conn, conn.transaction():
+        count = await ledger_store.import_items(conn, items, ctx.clock())
     log.info("ledger imported", extra={"items": count, "format": kind})
     return JSONResponse({"imported": count}, status_code=201)
 
@@ -325,16 +304,9 @@ async def close(item_id: str, request: Request, caller: Principal = CallerDep) -
         wanted = CloseRequest.model_validate(body)
     except ValidationError as exc:
         raise HTTPException(422, {"error": "invalid", "reason": describe(exc)}) from None
-    try:
-        async with asyncio.timeout(30), ctx.pool.acquire() as conn:
-            async with conn.transaction():
-                closed = await _close_locked(conn, item_id, wanted, ctx.clock())
-            (recurring,) = await _flagged(conn, [closed])
-    except HTTPException:
-        raise
-    except Exception as exc:
-        if is_transient(exc):
-            raise _unavailable() from exc
-        raise
+    async with db_or_503(), asyncio.timeout(30), ctx.pool.acquire() as conn:
+        async with conn.transaction():
+            closed = await _close_locked(conn, item_id, wanted, ctx.clock())
+        (recurring,) = await _flagged(conn, [closed])
     log.info("ledger item closed", extra={"item_id": item_id})
     return JSONResponse(item_view(closed, recurring))

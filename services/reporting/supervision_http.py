@@ -30,10 +30,9 @@ from services.reporting.supervision import (
 )
 from shared.auth import Principal
 from shared.calendar import WorkingCalendar
-from shared.db import is_transient
 from shared.events import Phenomenon, SupervisionChange, SupervisionStatus
 from shared.outbox import OutboxMessage, enqueue
-from shared.service import CallerDep, ServiceContext, context, read_limited
+from shared.service import CallerDep, ServiceContext, context, db_or_503, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +145,6 @@ def _invalid(reason: str) -> HTTPException:
     return HTTPException(422, {"error": "invalid", "reason": reason})
 
 
-def _unavailable() -> HTTPException:
-    return HTTPException(
-        503,
-        {"error": "unavailable", "reason": "the database is not reachable; retry later"},
-        headers={"Retry-After": "5"},
-    )
-
-
 def _refusal(exc: Refused) -> HTTPException:
     codes = {403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid"}
     return HTTPException(exc.status, {"error": codes.get(exc.status, "error"), "reason": exc.reason})
@@ -192,16 +183,10 @@ def _message(
 async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
     """Run a database step: a refusal becomes its 4xx, a database away a 503."""
     try:
-        async with asyncio.timeout(30):
+        async with db_or_503(), asyncio.timeout(30):
             return await work()
     except Refused as exc:
         raise _refusal(exc) from None
-    except HTTPException:
-        raise
-    except Exception as exc:
-        if is_transient(exc):
-            raise _unavailable() from exc
-        raise
 
 
 Change = Callable[[SupervisionItem, datetime], SupervisionItem]

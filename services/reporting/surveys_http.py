@@ -16,12 +16,11 @@ from services.reporting.http import ERRORS, READ_SCOPES, period
 from services.reporting.surveys import GROUP_BY, ScoreRow, Tally, score_rows, survey_report
 from services.reporting.worker import FETCH_BYTES_PER_PARTITION
 from shared.auth import Principal
-from shared.db import is_transient
 from shared.deadletters import save_dead_letters
 from shared.domain import LOCAL_TZ
 from shared.events import DeadLetter, SurveyResponded
 from shared.kafka import RawRecord, dead_letter_of
-from shared.service import CallerDep, ServiceContext, batch_subscriber, consume_batch, give_up_as_dead_letter
+from shared.service import CallerDep, ServiceContext, batch_subscriber, consume_batch, db_or_503, give_up_as_dead_letter
 
 GROUP: Final = "reporting.surveys"
 api = APIRouter(tags=["reports"])
@@ -142,15 +141,8 @@ async def get_surveys(
         )
     now = ctx.clock()
     frm, to = period(start, end, now.astimezone(LOCAL_TZ).date())
-    try:
-        async with asyncio.timeout(10), ctx.pool.acquire() as conn:
-            rows = await conn.fetch(SQL_BY_REGION if group_by == "region" else SQL_BY_CATEGORY, frm, to)
-            total = await conn.fetchrow(SQL_TOTAL, frm, to)
-    except Exception as exc:
-        if is_transient(exc):
-            raise HTTPException(
-                503, {"error": "unavailable", "reason": "the database is not reachable"}, headers={"Retry-After": "5"}
-            ) from exc
-        raise
+    async with db_or_503(), asyncio.timeout(10), ctx.pool.acquire() as conn:
+        rows = await conn.fetch(SQL_BY_REGION if group_by == "region" else SQL_BY_CATEGORY, frm, to)
+        total = await conn.fetchrow(SQL_TOTAL, frm, to)
     groups = {str(r["key"]): _tally(r) for r in rows}
     return JSONResponse(survey_report(group_by, groups, _tally(total), start=frm, end=to, as_of=now))

@@ -17,10 +17,9 @@ from services.reporting.warnings import describe_key, week_label
 from services.reporting.watch import week_start_of
 from shared.auth import Principal
 from shared.calendar import as_utc
-from shared.db import is_transient
 from shared.domain import LOCAL_TZ
 from shared.events import WarningKind
-from shared.service import CallerDep, context
+from shared.service import CallerDep, context, db_or_503
 
 READERS: Final = ("reports", "admin")
 
@@ -99,17 +98,8 @@ async def list_warnings(
         )
     ctx = context(request)
     frm, to = period(start, end, ctx.clock().astimezone(LOCAL_TZ).date())
-    try:
-        async with asyncio.timeout(10):
-            rows = await warning_store.list_warnings(ctx.pool, week_start_of(frm), to, kind or None)
-    except Exception as exc:
-        if is_transient(exc):
-            raise HTTPException(
-                503,
-                {"error": "unavailable", "reason": "the database is not reachable; retry later"},
-                headers={"Retry-After": "5"},
-            ) from exc
-        raise
+    async with db_or_503(), asyncio.timeout(10):
+        rows = await warning_store.list_warnings(ctx.pool, week_start_of(frm), to, kind or None)
     return JSONResponse({"from": frm.isoformat(), "to": to.isoformat(), "warnings": [warning_view(r) for r in rows]})
 
 

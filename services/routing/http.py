@@ -33,7 +33,7 @@ from services.routing.views import (
 )
 from services.routing.worker import RoutingWorker, action_fact
 from shared.auth import Principal
-from shared.db import bounded_transaction, is_transient
+from shared.db import bounded_transaction
 from shared.domain import is_department
 from shared.events import (
     CaseState,
@@ -45,6 +45,7 @@ from shared.service import (
     ServiceContext,
     answers,
     context,
+    db_or_503,
     read_limited,
     scopes,
 )
@@ -83,14 +84,6 @@ def _require_admin(caller: Principal) -> None:
         raise HTTPException(403, {"error": "forbidden", "reason": "this needs an admin key"})
 
 
-def _unavailable(exc: BaseException) -> HTTPException:
-    return HTTPException(
-        503,
-        {"error": "unavailable", "reason": "the database is not reachable; retry later"},
-        headers={"Retry-After": "5"},
-    )
-
-
 @api.post(
     "/v1/cases/{complaint_id}/actions",
     summary="A department action on a case (contract 3.3)",
@@ -118,13 +111,8 @@ async def post_action(complaint_id: IdentifierPath, request: Request, caller: Pr
             403, {"error": "forbidden", "reason": f"this key acts for {department}, not for {action.department}"}
         )
     now = ctx.clock()
-    try:
-        async with bounded_transaction(ctx.pool, ctx.settings.http_db_timeout_s) as conn:
-            (outcome,) = await routing.apply(conn, [action_fact(action)], now)
-    except Exception as exc:
-        if is_transient(exc):
-            raise _unavailable(exc) from exc
-        raise
+    async with db_or_503(), bounded_transaction(ctx.pool, ctx.settings.http_db_timeout_s) as conn:
+        (outcome,) = await routing.apply(conn, [action_fact(action)], now)
     if outcome.effects is not None:
         routing.count(outcome.effects)
         ctx.relay.wake()
