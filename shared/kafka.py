@@ -285,10 +285,11 @@ class Producers:
                 self._on_replace()
             return producer
 
-    async def failed(self, producer: AIOKafkaProducer, exc: BaseException) -> bool:
-        """A send through `producer` raised `exc`. If the error spoils it and it is still the current one, close it so
-        that the next `get()` makes a new one. True if the producer was dropped (now or by another sender before)."""
-        if not spoils_producer(exc) and producer_alive(producer):
+    async def failed(self, producer: AIOKafkaProducer, exc: BaseException, *, spoilt: bool = False) -> bool:
+        """A send through `producer` raised `exc`. If the error spoils it (or the caller knows it does: `spoilt`) and it
+        is still the current one, close it so that the next `get()` makes a new one. True if the producer was dropped
+        (now or by another sender before)."""
+        if not spoilt and not spoils_producer(exc) and producer_alive(producer):
             return False
         async with self._lock:
             if self._producer is producer:
@@ -299,6 +300,29 @@ class Producers:
                 self._producer = None
                 await self._close(producer)
         return True
+
+    async def send_all(self, messages: Sequence[tuple[str, bytes | None, bytes]], timeout_s: float) -> None:
+        """Send (topic, key, value) messages in order and wait, up to `timeout_s`, until every one is acknowledged.
+
+        Raises if any is not. A delivery that failed (a message's future ended with an error) spoils the producer, as
+        do the errors of `spoils_producer`: the idempotent producer numbered the batch when it drained it, so the
+        partition's next batch would be refused as out of order for ever (aiokafka fails a batch whose partition has
+        had no leader for `request_timeout_ms`, as after a broker restart). The producer is replaced; the caller keeps
+        what was not acknowledged and sends it again. A timeout keeps the producer: its batches are still retried, in
+        order, and a second send of the same messages queues behind them."""
+        producer = await self.get()
+        try:
+            async with asyncio.timeout(timeout_s):
+                futures = [await producer.send(topic, value, key=key) for topic, key, value in messages]
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except Exception as exc:
+            await self.failed(producer, exc)
+            raise
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            error = next((e for e in errors if spoils_producer(e)), errors[0])
+            await self.failed(producer, error, spoilt=True)
+            raise error
 
     async def stop(self) -> None:
         """Flush and close the current producer (bounded by the close timeout); `get()` fails afterwards."""

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
-from shared.kafka import Backoff, Health, Producers, spoils_producer
+from shared.kafka import Backoff, Health, Producers
 from shared.observability import Metrics
 
 log = logging.getLogger(__name__)
@@ -50,15 +49,6 @@ async def enqueue(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessag
     if not messages:
         return
     await conn.execute(SQL_ENQUEUE, [m.topic for m in messages], [m.key for m in messages], [m.value for m in messages])
-
-
-async def _send_all(producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]) -> None:
-    """Send the rows in order and wait for every acknowledgement; raise the first error (one that spoils the producer
-    first, so that it is replaced), after all have ended."""
-    futures = [await producer.send(r["topic"], r["value"], key=r["key"]) for r in rows]
-    errors = [e for e in await asyncio.gather(*futures, return_exceptions=True) if isinstance(e, BaseException)]
-    if errors:
-        raise next((e for e in errors if spoils_producer(e)), errors[0])
 
 
 class OutboxRelay:
@@ -131,14 +121,8 @@ class OutboxRelay:
             rows = await conn.fetch(SQL_CLAIM, self._batch_size)
             if not rows:
                 return 0
-            producer = await self._producers.get()
-            try:
-                async with asyncio.timeout(self._send_timeout_s):
-                    await _send_all(producer, rows)
-            except Exception as exc:
-                # the rows stay (the transaction rolls back); a spoilt producer is replaced before they go again
-                await self._producers.failed(producer, exc)
-                raise
+            # Not acknowledged: the rows stay (the transaction rolls back); a spoilt producer is replaced first.
+            await self._producers.send_all([(r["topic"], r["key"], r["value"]) for r in rows], self._send_timeout_s)
             await conn.execute(SQL_DELETE, [r["id"] for r in rows])
         for r in rows:
             self._metrics.published.labels(r["topic"]).inc()

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber, ProducerClosed
+from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError, OutOfOrderSequenceNumber, ProducerClosed
 
 from shared.kafka import Health, Producers, spoils_producer
 from shared.observability import Metrics
@@ -165,7 +165,8 @@ async def test_a_closed_producer_is_replaced_and_a_failed_start_is_not_kept() ->
         await producers.get()
     world.broker_away = False
     second = await producers.get()
-    assert second is not first and second is world.made[-1]
+    assert second is not first
+    assert second is world.made[-1]
     await producers.stop()
 
 
@@ -184,10 +185,27 @@ def test_which_errors_spoil_a_producer(exc: BaseException, spoils: bool) -> None
 
 
 def test_an_error_raised_from_a_refusal_spoils_too() -> None:
-    try:
-        try:
-            raise OutOfOrderSequenceNumber()
-        except OutOfOrderSequenceNumber as inner:
-            raise RuntimeError("publish failed") from inner
-    except RuntimeError as outer:
-        assert spoils_producer(outer)
+    outer = RuntimeError("publish failed")
+    outer.__cause__ = OutOfOrderSequenceNumber()
+    assert spoils_producer(outer)
+
+
+async def test_a_batch_dropped_without_a_leader_replaces_the_producer_before_its_gap_is_refused() -> None:
+    """aiokafka numbers a batch, then drops it with NotLeaderForPartition when its partition had no leader for
+    request_timeout_ms (a broker restarting): the partition's next batch would be out of order, so replace now."""
+    world = World(rows=0, spoil_first_after=None)
+    producers = Producers(world.make, name="t", close_timeout_s=1.0)
+    first = await producers.get()
+
+    async def dropped(topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_exception(NotLeaderForPartitionError())
+        return fut
+
+    first.send = dropped  # type: ignore[method-assign]
+    with pytest.raises(NotLeaderForPartitionError):
+        await producers.send_all([("t.assigned", b"k", b"v")], timeout_s=1)
+    await producers.send_all([("t.assigned", b"k", b"v2")], timeout_s=1)
+    assert producers.generation == 2
+    assert world.log == [("t.assigned", b"k", b"v2")]
+    await producers.stop()
