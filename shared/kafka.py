@@ -24,7 +24,16 @@ from uuid import NAMESPACE_URL, uuid5
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    IllegalStateError,
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 
 from shared.db import Fault, classify
 from shared.events import DeadLetter
@@ -175,6 +184,189 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         request_timeout_ms=int(settings.kafka_send_timeout_s * 1000),
         **security_kwargs(settings),
     )
+
+
+def make_producers(settings: Settings, client_id: str) -> Producers:
+    """The process's producer (`make_producer`), replaced whenever its idempotent state is spoilt."""
+    return Producers(lambda: make_producer(settings, client_id), name=client_id)
+
+
+SPOILING_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+    ProducerClosed,
+    IllegalStateError,
+)
+"""Errors after which an idempotent producer cannot send again. aiokafka 0.14 numbers each partition's batches when it
+drains them and never resets the numbers nor asks for a new producer id: a batch refused as out of order (the broker
+restarted and lost or truncated its producer state), an unknown producer id, or a fenced epoch leaves every later
+batch of that producer refused the same way, for ever. A closed producer, or one whose sender task has died, cannot
+send either. Only a new producer (new id, sequences from 0) can."""
+
+
+def spoils_producer(exc: BaseException) -> bool:
+    """Whether `exc` (or an error it was raised from) means the producer that raised it must be replaced."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, SPOILING_ERRORS):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            return any(spoils_producer(e) for e in current.exceptions)
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def producer_alive(producer: AIOKafkaProducer) -> bool:
+    """False once the producer is closed or its sender task has ended: nothing it is given would ever be sent."""
+    if getattr(producer, "_closed", False):
+        return False
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    return task is None or not task.done()
+
+
+class Producers:
+    """The one producer a process sends with, replaced when its state is spoilt (`spoils_producer`).
+
+    Senders take the current producer with `get()` and, when a send fails, call `failed(producer, exc)`: if the error
+    spoils the producer, it is closed and the next `get()` starts a new one (a new producer id, sequences from 0). A
+    producer that cannot be started (the broker away) is not kept: `get()` raises and the caller retries later.
+
+    Order: the old producer is closed, and its unsent batches failed, before a new one is started, so no batch of the
+    old one can reach a partition after a batch of the new one. A sender that keeps what it has not seen acknowledged
+    (the outbox keeps its rows) sends it again, in its order, through the new producer; a partition then sees at
+    worst a repeat of facts it already has, which consumers drop by `event_id`.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], AIOKafkaProducer],
+        *,
+        name: str = "producer",
+        close_timeout_s: float = 5.0,
+        on_replace: Callable[[], None] | None = None,
+    ) -> None:
+        self._make, self.name, self._close_timeout_s, self._on_replace = make, name, close_timeout_s, on_replace
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._stopped = False
+        self.generation = 0
+        """How many producers have been started (1 after `start`, +1 for each replacement)."""
+
+    async def start(self) -> AIOKafkaProducer:
+        """Start the first producer now (raises if the broker cannot be reached)."""
+        return await self.get()
+
+    async def get(self) -> AIOKafkaProducer:
+        """The producer to send with: the current one, or a new one if it was dropped, closed or its sender died."""
+        async with self._lock:
+            if self._stopped:
+                raise ProducerClosed()
+            current = self._producer
+            if current is not None and producer_alive(current):
+                return current
+            if current is not None:
+                log.warning("producer is no longer usable, starting a new one", extra={"producer": self.name})
+                self._producer = None
+                await self._close(current)
+            producer = self._make()
+            try:
+                await producer.start()
+            except BaseException:
+                await self._close(producer)
+                raise
+            self._producer = producer
+            self.generation += 1
+            if self.generation > 1 and self._on_replace is not None:
+                self._on_replace()
+            return producer
+
+    async def failed(self, producer: AIOKafkaProducer, exc: BaseException, *, spoilt: bool = False) -> bool:
+        """A send through `producer` raised `exc`. If the error spoils it (or the caller knows it does: `spoilt`) and it
+        is still the current one, close it so that the next `get()` makes a new one. True if the producer was dropped
+        (now or by another sender before)."""
+        if not spoilt and not spoils_producer(exc) and producer_alive(producer):
+            return False
+        async with self._lock:
+            if self._producer is producer:
+                log.warning(
+                    "producer state refused, replacing the producer",
+                    extra={"producer": self.name, "error": repr(exc)[:300]},
+                )
+                self._producer = None
+                await self._close(producer)
+        return True
+
+    async def send_all(self, messages: Sequence[tuple[str, bytes | None, bytes]], timeout_s: float) -> None:
+        """Send (topic, key, value) messages in order and wait, up to `timeout_s`, until every one is acknowledged.
+
+        Raises if any is not. A delivery that failed (a message's future ended with an error) spoils the producer, as
+        do the errors of `spoils_producer`: the idempotent producer numbered the batch when it drained it, so the
+        partition's next batch would be refused as out of order for ever (aiokafka fails a batch whose partition has
+        had no leader for `request_timeout_ms`, as after a broker restart). The producer is replaced; the caller keeps
+        what was not acknowledged and sends it again. A timeout keeps the producer: its batches are still retried, in
+        order, and a second send of the same messages queues behind them."""
+        producer = await self.get()
+        try:
+            async with asyncio.timeout(timeout_s):
+                futures = [await producer.send(topic, value, key=key) for topic, key, value in messages]
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except Exception as exc:
+            await self.failed(producer, exc)
+            raise
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            error = next((e for e in errors if spoils_producer(e)), errors[0])
+            await self.failed(producer, error, spoilt=True)
+            raise error
+
+    async def stop(self) -> None:
+        """Flush and close the current producer (bounded by the close timeout); `get()` fails afterwards."""
+        async with self._lock:
+            self._stopped = True
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), self._close_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - what was not flushed is kept by its sender (the outbox)
+                log.warning("producer not flushed at stop", extra={"producer": self.name, "error": repr(exc)[:300]})
+                await self._close(producer)
+
+    async def _close(self, producer: AIOKafkaProducer) -> None:
+        """Close a producer that will not be used again, without flushing: its state is spoilt (what it still holds
+        would be refused, or would land after the new producer's batches), and its sender sends it again."""
+        try:
+            await asyncio.wait_for(_abort(producer, self._close_timeout_s), 2 * self._close_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an old producer that does not close cleanly is dropped anyway
+            log.warning("old producer did not close cleanly", extra={"producer": self.name, "error": repr(exc)[:300]})
+
+
+async def _abort(producer: AIOKafkaProducer, wait_s: float = 5.0) -> None:
+    """Stop a producer at once: no new sends, its sender task cancelled (nothing more is drained from it), its pending
+    batches failed with ProducerClosed (no one waits on them for ever), its connections closed (a request in flight
+    ends now). aiokafka has no public call for this: `stop()` flushes first, which does not end while the batches are
+    refused or the broker is away."""
+    producer._closed = True  # noqa: SLF001 - what stop() sets first: send() refuses from now on
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(ProducerClosed())
+    client = getattr(producer, "client", None)
+    if client is not None:
+        await client.close()
+    if task is not None and not task.done():
+        await asyncio.wait([task], timeout=wait_s)
 
 
 async def ensure_topics(

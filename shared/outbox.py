@@ -5,6 +5,10 @@ The relay claims rows in id order under a transaction-scoped advisory lock (one 
 time, so a case's facts leave in the order they were written), publishes them with acks=all, waits for every
 acknowledgement (with a timeout), then deletes them. A crash after publishing but before the delete republishes
 the same events: consumers dedupe on `event_id`.
+
+The relay sends through `shared.kafka.Producers`: an error that spoils the idempotent producer's state (the broker
+restarted and refuses its sequence numbers, an unknown producer id, a fenced epoch, a closed producer) replaces the
+producer, and the unacknowledged rows, still in the outbox, go again through the new one in id order.
 """
 
 from __future__ import annotations
@@ -16,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
-from shared.kafka import Backoff, Health
+from shared.kafka import Backoff, Health, Producers
 from shared.observability import Metrics
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool[Any],
-        producer: AIOKafkaProducer,
+        producers: Producers,
         metrics: Metrics,
         health: Health,
         *,
@@ -62,7 +65,7 @@ class OutboxRelay:
         send_timeout_s: float = 10.0,
         poll_interval_s: float = 0.5,
     ) -> None:
-        self._pool, self._producer, self._metrics, self._health = pool, producer, metrics, health
+        self._pool, self._producers, self._metrics, self._health = pool, producers, metrics, health
         self._batch_size, self._send_timeout_s, self._poll_s = batch_size, send_timeout_s, poll_interval_s
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -118,9 +121,8 @@ class OutboxRelay:
             rows = await conn.fetch(SQL_CLAIM, self._batch_size)
             if not rows:
                 return 0
-            async with asyncio.timeout(self._send_timeout_s):
-                futures = [await self._producer.send(r["topic"], r["value"], key=r["key"]) for r in rows]
-                await asyncio.gather(*futures)
+            # Not acknowledged: the rows stay (the transaction rolls back); a spoilt producer is replaced first.
+            await self._producers.send_all([(r["topic"], r["key"], r["value"]) for r in rows], self._send_timeout_s)
             await conn.execute(SQL_DELETE, [r["id"] for r in rows])
         for r in rows:
             self._metrics.published.labels(r["topic"]).inc()

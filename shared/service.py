@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -46,11 +45,12 @@ from shared.kafka import (
     BatchFn,
     GiveUpFn,
     Health,
+    Producers,
     RawRecord,
     bootstrap_list,
     dead_letter_of,
     ensure_topics,
-    make_producer,
+    make_producers,
     process_with_retries,
     raw_decoder,
     sasl_credentials,
@@ -79,7 +79,7 @@ class ServiceContext:
     health: Health
     clock: Clock
     pool: asyncpg.Pool[Any]
-    producer: AIOKafkaProducer
+    producers: Producers
     broker: KafkaBroker
     relay: OutboxRelay
     keys: KeyRing
@@ -144,8 +144,8 @@ def create_service_app(
             command_timeout_s=cfg.db_command_timeout_s,
             connect_timeout_s=cfg.db_connect_timeout_s,
         )
-        producer = make_producer(cfg, client_id=f"complaints-{name}")
-        await producer.start()
+        producers = make_producers(cfg, client_id=f"complaints-{name}")
+        await producers.start()
         broker = KafkaBroker(
             bootstrap_list(cfg),  # FastStream takes a string as one host: a cluster's list must be split
             client_id=f"complaints-{name}",
@@ -154,9 +154,9 @@ def create_service_app(
             graceful_timeout=15.0,
         )
         relay = OutboxRelay(
-            pool, producer, metrics, health, batch_size=cfg.outbox_batch_size, send_timeout_s=cfg.kafka_send_timeout_s
+            pool, producers, metrics, health, batch_size=cfg.outbox_batch_size, send_timeout_s=cfg.kafka_send_timeout_s
         )
-        ctx = ServiceContext(name, cfg, topics, metrics, health, clock, pool, producer, broker, relay, load_keys(cfg))
+        ctx = ServiceContext(name, cfg, topics, metrics, health, clock, pool, producers, broker, relay, load_keys(cfg))
         app.state.ctx = ctx
         await setup(ctx)
         relay.start()
@@ -181,7 +181,7 @@ def create_service_app(
             if teardown is not None:
                 await teardown(ctx)
             await relay.stop()
-            await producer.stop()
+            await producers.stop()
             await pool.close()
             log.info("service stopped", extra={"service": name})
 

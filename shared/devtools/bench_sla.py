@@ -32,7 +32,7 @@ import asyncpg
 from services.sla.scheduler import FireReport, Scheduler
 from shared.clock import system_clock
 from shared.db import create_pool
-from shared.kafka import Health, ensure_topics, make_producer
+from shared.kafka import Health, ensure_topics, make_producers
 from shared.migrate import migrate
 from shared.observability import Metrics
 from shared.outbox import OutboxRelay
@@ -218,10 +218,10 @@ async def _scheduler(
 
 async def _relay(url: str, settings: Settings, expected: int) -> tuple[float, int]:
     pool = await create_pool(url, "sla", max_size=2)
-    producer = make_producer(settings, client_id="sla-bench")
-    await producer.start()
+    producers = make_producers(settings, client_id="sla-bench")
+    await producers.start()
     metrics, health = Metrics("sla"), Health()
-    relay = OutboxRelay(pool, producer, metrics, health, batch_size=settings.outbox_batch_size)
+    relay = OutboxRelay(pool, producers, metrics, health, batch_size=settings.outbox_batch_size)
     sent = 0
     try:
         started = time.perf_counter()
@@ -233,7 +233,7 @@ async def _relay(url: str, settings: Settings, expected: int) -> tuple[float, in
         span = time.perf_counter() - started
         left = int(await pool.fetchval(SQL_COUNT_OUTBOX))
     finally:
-        await producer.stop()
+        await producers.stop()
         await pool.close()
     if sent < expected:
         _say(f"relay: only {sent} of {expected} events published")

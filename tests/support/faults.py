@@ -43,6 +43,7 @@ from shared.domain import LOCAL_TZ, Channel
 from shared.events import ComplaintAssigned, ComplaintReceived, LifecycleChanged, SlaEvent
 from shared.events.dlq import DeadLetter
 from shared.events.sla import SlaEventType, Stage
+from shared.kafka import Producers
 from tests.support.infra import Env, ServiceProcess
 
 RAW_CHANNELS = (Channel.HOTLINE, Channel.COMPLAINT_LINE, Channel.SUPERVISOR)
@@ -121,34 +122,40 @@ class Feed:
         self.failures = 0
 
     async def run(self, total: int, chunk: int = 20, pause_s: float = 0.1) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.env.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_batch_size=1024 * 1024,
-            request_timeout_ms=5000,
-            metadata_max_age_ms=2000,
+        producers = Producers(
+            lambda: AIOKafkaProducer(
+                bootstrap_servers=self.env.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_batch_size=1024 * 1024,
+                request_timeout_ms=5000,
+                metadata_max_age_ms=2000,
+            ),
+            name="fault-feed",
         )
-        await _retry(producer.start)
+        await _retry(producers.start)
         try:
             while len(self.messages) < total and not self.stop.is_set():
                 batch = [self.gen.next() for _ in range(min(chunk, total - len(self.messages)))]
                 for msg in batch:
-                    await self._send(producer, msg)
+                    await self._send(producers, msg)
                 self.messages.extend(batch)
                 await asyncio.sleep(pause_s)
         finally:
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await producers.stop()
 
-    async def _send(self, producer: AIOKafkaProducer, msg: RawMessage) -> None:
+    async def _send(self, producers: Producers, msg: RawMessage) -> None:
+        """One raw message, retried until the broker takes it. Through `Producers`: while the broker restarts, aiokafka
+        drops a batch whose partition has had no leader for request_timeout_ms after numbering it, and every later
+        batch of that producer is then refused as out of order; a bare producer never sends again (it did not, for a
+        minute, in the broker-away scenario), so the spoilt producer is replaced."""
         topic = self.env.topics.intake(msg.channel)
+        key = msg.key.encode() if msg.key else None
         for _ in range(60):
             try:
-                await asyncio.wait_for(
-                    await producer.send(topic, msg.body, key=msg.key.encode() if msg.key else None), 15
-                )
+                await producers.send_all([(topic, key, msg.body)], timeout_s=15)
                 return
             except Exception:  # noqa: BLE001 - the broker away: send the same bytes again
                 self.failures += 1
