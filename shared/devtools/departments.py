@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -43,7 +43,7 @@ from shared.events import (
     LifecycleChanged,
     ReturnReason,
 )
-from shared.kafka import make_producer, security_kwargs
+from shared.kafka import make_producers, security_kwargs
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -259,11 +259,11 @@ class DepartmentSimulator:
             metadata_max_age_ms=5000,
             **security_kwargs(self.settings),
         )
-        producer = make_producer(self.settings, client_id="complaints-department-simulator")
-        pending: list[asyncio.Future[object]] = []
+        producers = make_producers(self.settings, "complaints-department-simulator")
+        pending: list[tuple[AIOKafkaProducer, asyncio.Future[object]]] = []
         try:
             await until_stopped(consumer.start(), stop)
-            await until_stopped(producer.start(), stop)
+            await until_stopped(producers.start(), stop)
             while not stop.is_set():
                 wait_ms = 200
                 if self._queue:
@@ -280,27 +280,35 @@ class DepartmentSimulator:
                         topic, kind = self.topics.actions, message.action.value
                     else:
                         topic, kind = self.topics.callbacks, f"callback_{message.satisfaction}"
+                    producer: AIOKafkaProducer | None = None
                     try:
+                        producer = current = await until_stopped(producers.get(), stop)
                         sent = await until_stopped(
-                            producer.send(topic, message.to_json_bytes(), key=message.complaint_id.encode()), stop
+                            current.send(topic, message.to_json_bytes(), key=message.complaint_id.encode()), stop
                         )
                     except KafkaError as exc:  # a simulator drops what it cannot send, and says so
                         self.stats.sent["failed"] += 1
+                        if producer is not None:
+                            await producers.failed(producer, exc)
                         log.warning("simulator could not send", extra={"topic": topic, "error": repr(exc)[:300]})
                         continue
-                    pending.append(sent)
+                    pending.append((producer, sent))
                     self.stats.sent[kind] += 1
                 if pending:
-                    for result in await until_stopped(asyncio.gather(*pending, return_exceptions=True), stop):
+                    waited = list(pending)
+                    pending.clear()
+                    results = await until_stopped(asyncio.gather(*(f for _, f in waited), return_exceptions=True), stop)
+                    for (used, _), result in zip(waited, results, strict=True):
                         if isinstance(result, BaseException):
                             self.stats.sent["failed"] += 1
+                            # A failed delivery spoils an idempotent producer (shared.kafka.Producers): replace it.
+                            await producers.failed(used, result, spoilt=True)
                             log.warning("simulator message not delivered", extra={"error": repr(result)[:300]})
-                    pending.clear()
         except Stopped:
             pass
         finally:
             # Bounded: with the broker gone, flushing and leaving the group would wait for a long time.
-            await close_soon(asyncio.gather(*pending, return_exceptions=True))
-            await close_soon(producer.stop())
+            await close_soon(asyncio.gather(*(f for _, f in pending), return_exceptions=True))
+            await close_soon(producers.stop())
             await close_soon(consumer.stop())
             log.info("department simulator stopped", extra={"stats": self.stats.line()})

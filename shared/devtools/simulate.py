@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.devtools.status import StatusLine
 from shared.devtools.stopping import Stopped, close_soon, until_stopped
 from shared.devtools.traffic import HttpCall, RawMessage, TrafficGenerator, plant
 from shared.domain import Category, Channel, Urgency
-from shared.kafka import make_producer
+from shared.kafka import make_producers
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -52,6 +53,8 @@ class SimulationStats:
     """Messages of the planted series (history, the warning case, the rising burst)."""
     skipped: int = 0
     """Survey responses not sent: they go only over HTTP, and no `survey` key was given."""
+    failed_kafka: int = 0
+    """Messages the broker never acknowledged (it was away, or the producer was replaced): dropped, and counted."""
 
     def line(self, elapsed: float) -> str:
         total = self.sent_kafka + self.sent_http
@@ -70,6 +73,7 @@ class SimulationStats:
             f"{self.bad_http} over HTTP (refused there with a 4xx, not dead-lettered); "
             f"http statuses {dict(self.http_status)}; {self.planted} planted (the early warning's series)"
             + (f"; {self.skipped} survey responses not sent (no survey key)" if self.skipped else "")
+            + (f"; {self.failed_kafka} not delivered to Kafka (dropped)" if self.failed_kafka else "")
         )
 
 
@@ -157,17 +161,17 @@ async def simulate(
     gen = TrafficGenerator(seed=seed, duplicates=duplicates, bad=bad, method=method)
     stats = SimulationStats()
     stop = stop or asyncio.Event()
-    producer = make_producer(settings, client_id="complaints-simulator")
+    producers = make_producers(settings, "complaints-simulator")
     try:
-        await until_stopped(producer.start(), stop)
+        await until_stopped(producers.start(), stop)
     except KafkaError as exc:
-        await close_soon(producer.stop())
+        await close_soon(producers.stop())
         raise NoBrokerError(
             f"no Kafka broker answers at {settings.kafka_bootstrap_servers} ({type(exc).__name__}): start the "
             "system first (`make run`), or set KAFKA_BOOTSTRAP_SERVERS to a running broker"
         ) from None
     except Stopped:
-        await close_soon(producer.stop())
+        await close_soon(producers.stop())
         return stats
     keys = channel_keys or {}
     wants_http = (http_share > 0 and bool(keys)) or method > 0
@@ -177,7 +181,7 @@ async def simulate(
     started = time.monotonic()
     last_print = 0.0
     n = 0
-    pending: list[asyncio.Future[object]] = []
+    pending: list[tuple[AIOKafkaProducer, asyncio.Future[object]]] = []
     burst: list[RawMessage] = []
 
     async def post(call: HttpCall, key: str | None) -> None:
@@ -192,15 +196,38 @@ async def simulate(
             stats.http_status[0] += 1
         stats.sent_http += 1
 
+    async def settle() -> None:
+        """Wait for what was sent; what the broker did not take is dropped and counted, and a producer whose
+        delivery failed is replaced (its idempotent state is spoilt, see shared.kafka.Producers)."""
+        sent = list(pending)
+        pending.clear()
+        results = await until_stopped(asyncio.gather(*(f for _, f in sent), return_exceptions=True), stop)
+        for (producer, _), result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                stats.failed_kafka += 1
+                await producers.failed(producer, result, spoilt=True)
+        if any(isinstance(r, BaseException) for r in results):
+            logging.getLogger(__name__).warning(
+                "simulator messages not delivered", extra={"failed": stats.failed_kafka}
+            )
+
     async def to_kafka(msg: RawMessage) -> None:
-        fut = await until_stopped(
-            producer.send(topics.intake(msg.channel), msg.body, key=msg.key.encode() if msg.key else None), stop
-        )
-        pending.append(fut)
+        producer: AIOKafkaProducer | None = None
+        try:
+            producer = current = await until_stopped(producers.get(), stop)
+            fut = await until_stopped(
+                current.send(topics.intake(msg.channel), msg.body, key=msg.key.encode() if msg.key else None), stop
+            )
+        except KafkaError as exc:  # the broker away: a simulator drops what it cannot send, and says so
+            stats.failed_kafka += 1
+            if producer is not None:
+                await producers.failed(producer, exc)
+            logging.getLogger(__name__).warning("simulator could not send", extra={"error": repr(exc)[:300]})
+            return
+        pending.append((producer, fut))
         stats.sent_kafka += 1
         if len(pending) >= 200:
-            await until_stopped(asyncio.gather(*pending), stop)
-            pending.clear()
+            await settle()
 
     async def send(msg: RawMessage) -> None:
         channel = msg.channel.value
@@ -256,11 +283,11 @@ async def simulate(
                 last_print = time.monotonic()
                 status.show(stats.line(time.monotonic() - started))
         if pending:
-            await until_stopped(asyncio.gather(*pending), stop)
+            await settle()
     except Stopped:
         pass
     finally:
-        await close_soon(producer.stop())
+        await close_soon(producers.stop())
         if client is not None:
             await close_soon(client.aclose())
     if status is not None:
