@@ -5,12 +5,8 @@ scheme declared, every operation that takes a key requiring it, and its scopes i
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -25,61 +21,21 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shared.devtools.catalog import available_services
-from shared.devtools.dev import dev_scopes
-from tests.support.infra import Env, ServiceProcess, create_database, make_keys, unique
+from tests.support.stack import LEAD, Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
 SERVICES = available_services()
 MAX_EXAMPLES = 25  # per operation: bounded, the suite shares two cores
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-LEAD = "spj"
-
-
-@dataclass
-class Stack:
-    env: Env
-    procs: dict[str, ServiceProcess]
-    case_id: str
-
-    def key(self, scope: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.env.keys[scope]}"}
 
 
 @pytest.fixture(scope="module")
-async def stack(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    name = unique("f")
-    url = await create_database(postgres_url, name)
-    keys = make_keys(tmp / "keys.yaml", dev_scopes())
-    env = Env(kafka_bootstrap, url, f"{name}.", tmp / "keys.yaml", keys, tmp)
-    procs: dict[str, ServiceProcess] = {}
-    try:
-        for service in SERVICES:
-            procs[service] = ServiceProcess(service, env.environ(), tmp / f"{service}.log").start()
-        stack = Stack(env, procs, "")
-        stack.case_id = await _real_case(stack)
+async def stack(
+    kafka_bootstrap: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    async with running_stack(kafka_bootstrap, postgres_url, tmp_path_factory.mktemp("fuzz"), tag="f") as stack:
         yield stack
-    finally:
-        for proc in procs.values():
-            proc.stop()
-
-
-async def _real_case(stack: Stack) -> str:
-    """A case routing holds (assigned to spj), so that paths naming a case name a real one."""
-    gdbh = f"F{uuid.uuid4().hex[:10].upper()}"
-    order = {"gdbh": gdbh, "ldsj": "2026-11-26 10:00:00", "sqlx": "投诉", "sqfl": "政务服务", "sqnr": "窗口办事难"}
-    async with httpx.AsyncClient(base_url=stack.procs["intake"].url, timeout=20) as http:
-        resp = await http.post("/v1/intake/hotline", json=order, headers=stack.key("channel:hotline"))
-        assert resp.status_code == 202, resp.text
-    cid = f"hotline:{gdbh}"
-    async with httpx.AsyncClient(base_url=stack.procs["routing"].url, timeout=20) as http:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (await http.get(f"/v1/cases/{cid}", headers=stack.key("admin"))).status_code == 200:
-                return cid
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{cid} was never assigned")
 
 
 FIXED_PATH = {"channel": "hotline", "code": LEAD}

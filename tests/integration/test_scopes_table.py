@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,13 +24,11 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.devtools.catalog import available_services
 from shared.devtools.dev import dev_scopes
-from tests.support.infra import Env, ServiceProcess, create_database, make_keys, unique
+from tests.support.stack import LEAD, Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
-LEAD = "spj"  # the department routing gives the real case to (a 政务服务 complaint)
 WRONG = "scj"  # a department that neither leads, assists nor supervises that case
 NO_KEY, UNKNOWN_KEY = "(no key)", "(unknown key)"
 SCOPES = dev_scopes()
@@ -40,53 +37,12 @@ CHANNELS = [s.split(":", 1)[1] for s in SCOPES if s.startswith("channel:")]
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
-@dataclass
-class Stack:
-    env: Env
-    procs: dict[str, ServiceProcess]
-    case_id: str = ""
-
-
 @pytest.fixture(scope="module")
 async def stack(
     kafka_bootstrap: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("scopes")
-    name = unique("s")
-    url = await create_database(postgres_url, name)
-    env = Env(kafka_bootstrap, url, f"{name}.", tmp / "keys.yaml", make_keys(tmp / "keys.yaml", SCOPES), tmp)
-    procs: dict[str, ServiceProcess] = {}
-    try:
-        for service in available_services():
-            procs[service] = ServiceProcess(service, env.environ(), tmp / f"{service}.log").start(timeout_s=240)
-        stack = Stack(env, procs)
-        stack.case_id = await _real_case(stack)
+    async with running_stack(kafka_bootstrap, postgres_url, tmp_path_factory.mktemp("scopes"), tag="s") as stack:
         yield stack
-    finally:
-        for proc in procs.values():
-            proc.stop()
-
-
-async def _real_case(stack: Stack) -> str:
-    gdbh = f"S{uuid.uuid4().hex[:10].upper()}"
-    order = {"gdbh": gdbh, "ldsj": "2026-11-26 10:00:00", "sqlx": "投诉", "sqfl": "政务服务", "sqnr": "窗口办事难"}
-    cid = f"hotline:{gdbh}"
-    admin = {"Authorization": f"Bearer {stack.env.keys['admin']}"}
-    async with httpx.AsyncClient(timeout=20) as http:
-        taken = await http.post(
-            f"{stack.procs['intake'].url}/v1/intake/hotline",
-            json=order,
-            headers={"Authorization": f"Bearer {stack.env.keys['channel:hotline']}"},
-        )
-        assert taken.status_code == 202, taken.text
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            case = await http.get(f"{stack.procs['routing'].url}/v1/cases/{cid}", headers=admin)
-            if case.status_code == 200:
-                assert case.json()["lead_department"] == LEAD, case.json()
-                return cid
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{cid} was never assigned")
 
 
 @dataclass(frozen=True)
