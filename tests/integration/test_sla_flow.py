@@ -514,3 +514,54 @@ async def test_upstream_held_back_less_or_more_than_the_grace(env: Env) -> None:
     assert final_words(events, beyond) == [MET]
     assert gauge_cleared, "the superseded breach is still counted as overdue and open"
     assert 'sla_breaches_superseded_total{department="spj",stage="resolve"} 1.0' in text
+
+
+async def test_down_across_dues_with_a_backlog_fires_each_missed_deadline_once_late_after_catching_up(
+    env: Env,
+) -> None:
+    """The fault suite's "sla down an hour" in small, with its grace: deadlines set before the outage and deadlines
+    whose assignments were published during it fall due while no sla runs; on the restart, with those facts (and
+    more) to read first, each fires once, marked late, and a stage done in time during the outage is met instead."""
+    grace, late_after = 2, 1
+    sla = start_sla(env, SLA_LATE_AFTER_S=str(late_after), SLA_BREACH_GRACE_SECONDS=str(grace))
+    before = [f"hotline:DA-{i}" for i in range(30)]  # set before the outage
+    during = [f"hotline:DB-{i}" for i in range(30)]  # assigned while sla is away, read after the restart
+    in_time = [f"hotline:DC-{i}" for i in range(10)]  # accepted in time while sla is away
+    backlog = [f"hotline:DF-{i}" for i in range(300)]  # more to read after the restart, due after it
+    t = now()
+    try:
+        await send(env, *[received(c, t - timedelta(seconds=10)) for c in before])
+        await send(env, *[assigned(c, t - timedelta(seconds=10)) for c in before])  # accept due t+10, contact t+14
+        await sla_events(env, lambda es: sum(e.stage is A for e in of_type(es, SET)) >= 30, timeout_s=60, settle_s=0)
+        sla.kill()
+        killed = now()
+        at = killed - timedelta(seconds=15)  # accept due 5 s, first contact 9 s into the outage
+        await send(env, *[received(c, at) for c in during + in_time], *[received(c, killed) for c in backlog])
+        await send(env, *[assigned(c, at) for c in during + in_time], *[assigned(c, killed) for c in backlog])
+        await send(env, *[changed(c, "accept", at + timedelta(seconds=18)) for c in in_time])
+        await wait_until(killed + timedelta(seconds=12))
+        restarted = now()
+        sla.start()
+        missed = {(c, s, 1) for c in before + during for s in (A, F)} | {(c, F, 1) for c in in_time}
+
+        def done(events: list[SlaEvent]) -> bool:
+            fired = outcomes(events)
+            return all(k in fired for k in missed) and len(of_type(events, MET)) >= len(in_time)
+
+        events = await sla_events(env, done, timeout_s=120, settle_s=2)
+    finally:
+        sla.stop()
+    breaches = outcomes(events)
+    assert all(n == 1 for n in breaches.values()), [k for k, n in breaches.items() if n > 1]
+    assert {(c, A, 1) for c in in_time}.isdisjoint(breaches), "a breach for a stage done in time"
+    assert {e.complaint_id for e in of_type(events, MET) if e.stage is A} == set(in_time)
+    sets = {(e.complaint_id, e.stage, e.round): e.due_at for e in of_type(events, SET)}
+    fell_due = {k for k, due in sets.items() if due is not None and killed < due < restarted and k in breaches}
+    assert {(c, A, 1) for c in during} <= fell_due
+    late_before = restarted - timedelta(seconds=grace + late_after)
+    for e in of_type(events, BREACH):
+        if (e.complaint_id, e.stage, e.round) not in fell_due:
+            continue
+        assert e.occurred_at >= restarted, f"{e.complaint_id} {e.stage}: breached while no sla ran"
+        if e.due_at is not None and e.due_at < late_before:
+            assert e.late, f"{e.complaint_id} {e.stage} fell due while sla was away, fired at the restart, not late"

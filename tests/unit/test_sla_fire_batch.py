@@ -97,3 +97,29 @@ def test_a_due_batch_fires_breaches_and_warnings_in_claim_order() -> None:
 @given(name=st.text(st.characters(codec="utf-8")))
 def test_event_id_text_is_uuid5(name: str) -> None:
     assert _uuid5_text(name) == str(uuid5(_IDS, name))
+
+
+def test_back_from_an_outage_late_means_later_than_late_after_past_due_plus_grace() -> None:
+    """The fault suite's "sla down an hour" (docs/operations.md): sla away 60 s while deadlines fall due, the
+    first round after its restart 20 s later, grace 2 s. `late` is "sent more than SLA_LATE_AFTER_S after its
+    time", so against the default 60 s only what fell due in the outage's first 18 s is late; the scenario, an hour
+    in a minute, scales SLA_LATE_AFTER_S down with it (1 s), and then every one of them is."""
+    killed, grace = T0, timedelta(seconds=2)
+    fired_at = killed + timedelta(seconds=80)  # back after 60 s, 20 s to start and catch up
+    into = [0.5, 10, 17.5, 18.5, 30, 45, 59.5]  # seconds into the outage of each due
+    rows = [
+        DeadlineRow(f"c-{i}", Stage.ACCEPT, 1, "spj", T0 - timedelta(minutes=1), killed + timedelta(seconds=s),
+                    killed - timedelta(seconds=4), warned_for=killed - timedelta(seconds=4), set_event_id=f"s-{i}")
+        for i, s in enumerate(into)
+    ]  # fmt: skip
+    records = [_record(i, r) for i, r in enumerate(rows)]
+
+    def late(late_after_s: float) -> list[bool]:
+        batch = fire_batch(
+            records, fired_at, late_after=timedelta(seconds=late_after_s), horizon=fired_at - grace, grace=grace
+        )
+        assert batch.breached_ids == list(range(len(rows)))  # every one fires, once
+        return [b'"late":true' in p for p in batch.payloads]
+
+    assert late(60) == [True, True, True, False, False, False, False]
+    assert late(1) == [True] * len(rows)
