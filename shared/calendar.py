@@ -23,6 +23,7 @@ import yaml
 from holidays import country_holidays
 
 from shared.domain import LOCAL_TZ
+from shared.settings import Settings
 
 END_OF_DAY: Final = time.max
 """How `24:00` is held: the end of the day, i.e. the next midnight (a period `00:00-24:00` is the whole day)."""
@@ -442,3 +443,19 @@ __all__ = [
     "known_package_years",
     "load_overrides",
 ]
+
+
+def calendar_from_settings(settings: Settings, on_unknown_year: Callable[[int], None] | None = None) -> WorkingCalendar:
+    """The working calendar the settings describe, the same for the clock, the supervision items and the simulator:
+    the package's schedule, SLA_CALENDAR_OVERRIDES (a file, read now), SLA_WORKING_HOURS. A file that cannot be read
+    or parsed raises ValueError naming the setting."""
+    overrides = None
+    path = settings.sla_calendar_overrides
+    if path is not None:
+        try:
+            overrides = load_overrides(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"SLA_CALENDAR_OVERRIDES {path}: cannot read it: {exc}") from exc
+    return WorkingCalendar.from_sources(
+        overrides, hours=WorkingHours.parse(settings.sla_working_hours), on_unknown_year=on_unknown_year
+    )

@@ -42,7 +42,7 @@ from services.reporting.warnings import (
 )
 from services.reporting.warnings import bulletin_section as warnings_section
 from services.reporting.worker import FETCH_BYTES_PER_PARTITION
-from shared.calendar import WorkingCalendar, WorkingHours, load_overrides
+from shared.calendar import WorkingCalendar, calendar_from_settings
 from shared.deadletters import dead_letter_message, store_dead_letters
 from shared.events import (
     ComplaintReceived,
@@ -68,22 +68,13 @@ def due_rule(settings: Settings) -> DueRule:
 
 
 def build_calendar(settings: Settings) -> WorkingCalendar:
-    """The SLA clock's calendar from the same settings (SLA_CALENDAR_OVERRIDES, SLA_WORKING_HOURS) and the same
-    code (shared/calendar.py); an unknown year is the clock's to report and count, so it is only logged here."""
-    overrides = None
-    if settings.sla_calendar_overrides is not None:
-        path = settings.sla_calendar_overrides
-        try:
-            overrides = load_overrides(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"SLA_CALENDAR_OVERRIDES {path}: cannot read it: {exc}") from exc
+    """The SLA clock's calendar from the same settings and code (shared.calendar.calendar_from_settings); an unknown
+    year is the clock's to report and count, so it is only logged here."""
 
     def unknown_year(year: int) -> None:
         log.warning("supervision due times: no published schedule for this year", extra={"year": year})
 
-    return WorkingCalendar.from_sources(
-        overrides, hours=WorkingHours.parse(settings.sla_working_hours), on_unknown_year=unknown_year
-    )
+    return calendar_from_settings(settings, on_unknown_year=unknown_year)
 
 
 def watched(event: ComplaintReceived) -> WatchedCase:

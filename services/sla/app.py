@@ -28,7 +28,7 @@ from services.sla.clockwork import BatchOutcome, ClockRules, Fact, fact_of_assig
 from services.sla.clockwork import fold_batch as fold
 from services.sla.policy import SlaPolicy
 from services.sla.scheduler import BreachHorizon, CatchUpWatch, Scheduler
-from shared.calendar import WorkingCalendar, WorkingHours, as_local, load_overrides
+from shared.calendar import WorkingCalendar, as_local, calendar_from_settings
 from shared.clock import Clock, system_clock
 from shared.deadletters import store_dead_letters
 from shared.domain import DEPARTMENTS
@@ -52,9 +52,6 @@ class SlaSettings(BaseSettings):
 
     policy: Path | None = Field(
         default=None, description="YAML or JSON file of the SLA policy (windows per stage, category, urgency)."
-    )
-    working_hours: str = Field(
-        default="08:30-12:00,13:30-17:30", description="Local working periods; `00:00-24:00` runs the clock all day."
     )
     poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="Longest sleep of the scheduler.")
     batch_size: int = Field(default=1000, ge=1, le=50_000, description="Deadlines claimed per scheduler round.")
@@ -81,16 +78,9 @@ def load_policy(path: Path | None) -> SlaPolicy:
         raise ValueError(f"SLA_POLICY {path} is not a valid policy: {exc}") from exc
 
 
-def build_calendar(settings: Settings, sla: SlaSettings, metrics: Metrics) -> WorkingCalendar:
-    """The working calendar: the package's schedule, the overrides file, the working hours; an unknown year is
-    logged and shown in sla_calendar_year_missing{year}."""
-    overrides = None
-    if settings.sla_calendar_overrides is not None:
-        path = settings.sla_calendar_overrides
-        try:
-            overrides = load_overrides(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"SLA_CALENDAR_OVERRIDES {path}: cannot read it: {exc}") from exc
+def build_calendar(settings: Settings, metrics: Metrics) -> WorkingCalendar:
+    """The working calendar (shared.calendar.calendar_from_settings); an unknown year is logged and shown in
+    sla_calendar_year_missing{year}."""
 
     def unknown_year(year: int) -> None:
         metrics.calendar_year_missing.labels(str(year)).set(1)
@@ -100,9 +90,7 @@ def build_calendar(settings: Settings, sla: SlaSettings, metrics: Metrics) -> Wo
             extra={"year": year},
         )
 
-    return WorkingCalendar.from_sources(
-        overrides, hours=WorkingHours.parse(sla.working_hours), on_unknown_year=unknown_year
-    )
+    return calendar_from_settings(settings, on_unknown_year=unknown_year)
 
 
 def dead_letter_of(record: RawRecord, error_type: str, reason: str, now: datetime, attempts: int = 1) -> DeadLetter:
@@ -286,7 +274,7 @@ def _setup(sla: SlaSettings | None) -> Any:
     async def setup(ctx: ServiceContext) -> None:
         cfg = sla or SlaSettings()
         policy = load_policy(cfg.policy)
-        calendar = build_calendar(ctx.settings, cfg, ctx.metrics)
+        calendar = build_calendar(ctx.settings, ctx.metrics)
         now = ctx.clock()
         ctx.metrics.calendar_year_missing.labels(str(as_local(now).year)).set(0)  # set to 1 just below if unknown
         calendar.is_working_day(
@@ -361,7 +349,7 @@ def _setup(sla: SlaSettings | None) -> Any:
             "sla clock configured",
             extra={
                 "policy_id": policy_id,
-                "working_hours": cfg.working_hours,
+                "working_hours": ctx.settings.sla_working_hours,
                 "calendar": repr(calendar),
                 "breach_grace_s": grace.total_seconds(),
             },

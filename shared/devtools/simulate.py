@@ -104,16 +104,11 @@ def warning_received_at(now: datetime, settings: Settings) -> datetime | None:
     try:
         from services.sla.app import load_policy
         from services.sla.policy import resolve_deadline
-        from shared.calendar import WorkingCalendar, WorkingHours, load_overrides
+        from shared.calendar import calendar_from_settings
 
         path = os.environ.get("SLA_POLICY")
         policy = load_policy(Path(path) if path else None)
-        overrides = (
-            load_overrides(settings.sla_calendar_overrides.read_text(encoding="utf-8"))
-            if settings.sla_calendar_overrides is not None
-            else None
-        )
-        calendar = WorkingCalendar.from_sources(overrides, hours=WorkingHours.parse(settings.sla_working_hours))
+        calendar = calendar_from_settings(settings)
     except (OSError, ValueError) as exc:
         logging.getLogger(__name__).warning("no warning case planted: %s", exc)
         return None

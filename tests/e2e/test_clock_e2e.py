@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.sla.app import SlaSettings, build_calendar
+from services.sla.app import build_calendar
 from services.sla.policy import SlaPolicy, compute_deadline
 from shared.domain import Channel
 from shared.events import CallbackResult, ComplaintAssigned, ComplaintReceived, LifecycleChanged, SlaEvent
@@ -124,7 +124,7 @@ async def test_routing_output_sets_and_meets_the_deadlines_of_the_real_policy(en
             proc.stop()
 
     # The due times the real policy and calendar give, from the facts' own times.
-    policy, calendar = SlaPolicy(), build_calendar(Settings(), SlaSettings(), Metrics("sla"))
+    policy, calendar = SlaPolicy(), build_calendar(Settings(), Metrics("sla"))
 
     def due(stage: Stage, start: datetime) -> datetime:
         deadline = compute_deadline(
