@@ -441,6 +441,26 @@ def _cpu_by_service(services: list[Service]) -> dict[str, float]:
     return totals
 
 
+SETTLE_CORES = 0.3
+"""A latency phase starts when the services together used less than this much of a core over a second: the earlier
+phases' work (reporting and sla behind on the backlog) would otherwise share the cores with it."""
+
+
+async def _settle(services: list[Service], progress: Progress, timeout_s: float = 90.0) -> tuple[float, float]:
+    """Wait for the services to go quiet (SETTLE_CORES); (seconds waited, cores they used in the last second)."""
+    started = time.perf_counter()
+    used = 0.0
+    while time.perf_counter() - started < timeout_s:
+        before = sum(_cpu_by_service(services).values())
+        await asyncio.sleep(1.0)
+        used = sum(_cpu_by_service(services).values()) - before
+        progress.show(f"waiting for the services to go quiet: {used:.2f} cores")
+        if used < SETTLE_CORES:
+            break
+    progress.done()
+    return time.perf_counter() - started, used
+
+
 async def _batch_stats(services: list[Service]) -> dict[str, list[float]]:
     """Per consumer group, from every service's `/metrics`: [batches, seconds in them (commit included), records]."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -587,6 +607,7 @@ async def _latency_phase(
     sent_at: dict[str, float] = {}
     sent_wall: dict[str, float] = {}
     ready = asyncio.Event()
+    settle_s, quiet_cores = await _settle(services or [], progress)
     reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop, ready, from_end=True))
     producer = _producer(bootstrap, 0)
     await producer.start()
@@ -631,6 +652,7 @@ async def _latency_phase(
     row: dict[str, Any] = {
         "rate": rate, "sent": len(sent_at), "assigned": len(lat_a), "deadline_set": len(lat_d),
         "sustained": sustained, "load": _loadavg(),
+        "settle_s": round(settle_s, 1), "quiet_cpu_cores": round(quiet_cores, 3),
         "assigned_ms": a, "deadline_set_ms": d,
         "hops_ms": hop_breakdown(sent_wall, watch.received_ms, watch.assigned_ms, watch.read_wall),
         "cpu_s_per_1000": {
@@ -647,6 +669,7 @@ async def _latency_phase(
     _say(
         f"{'':<17}per hop (p50 / p99 ms): "
         + "; ".join(f"{h} {v['p50']} / {v['p99']}" for h, v in row["hops_ms"].items())
+        + f"; started after {settle_s:.0f} s of settling (services then at {quiet_cores:.2f} cores)"
         + "; CPU s per 1,000: "
         + ", ".join(f"{n} {v:.2f}" for n, v in row["cpu_s_per_1000"].items())
     )
