@@ -10,7 +10,10 @@ Phases, in one run, on one database made for the run (dropped after) and one top
    `deadline_set`) per second, first to last; CPU each service spent (/proc/<pid>/stat) per 1,000 complaints;
 4. latency: raw messages at fixed rates (default 100, 500, 1,000/s) for `--seconds` each; latency = from the send
    of a raw message to the moment its first `complaint.assigned` (and its resolve `deadline_set`) is read back;
-   a rate is "sustained" when every complaint came out and the last one within a second of the last send.
+   a rate is "sustained" when every complaint came out and the last one within a second of the last send. Each
+   phase starts once the services have gone quiet (`_settle`), and says per hop where the time went
+   (`hop_breakdown`: raw send → `complaints.received` produced → `complaint.assigned` produced → read back, from
+   the Kafka record timestamps), the CPU each service spent per 1,000 complaints, and each consumer group's batches.
 Resident memory (VmRSS and its peak VmHWM from /proc) of each service at the end. `--json FILE` writes it all.
 """
 
@@ -441,6 +444,10 @@ def _cpu_by_service(services: list[Service]) -> dict[str, float]:
     return totals
 
 
+IDLE_WINDOW_S = 10.0
+"""After the latency phases, the CPU the idle services use is measured over this long (their polling, heartbeats,
+gauges): a latency fix must not buy its figures with busy polling."""
+
 SETTLE_CORES = 0.3
 """A latency phase starts when the services together used less than this much of a core over a second: the earlier
 phases' work (reporting and sla behind on the backlog) would otherwise share the cores with it."""
@@ -752,6 +759,17 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str, work: 
         at_500 = next((r for r in result["latency"] if r["rate"] == 500), None)
         result["p50_ms_at_500"] = at_500["assigned_ms"]["p50"] if at_500 else None
         result["p99_ms_at_500"] = at_500["assigned_ms"]["p99"] if at_500 else None
+        await _settle(services, progress)
+        idle_before = _cpu_by_service(services)
+        await asyncio.sleep(IDLE_WINDOW_S)
+        idle_after = _cpu_by_service(services)
+        result["idle_cpu_cores"] = {
+            name: round((idle_after[name] - idle_before.get(name, 0.0)) / IDLE_WINDOW_S, 3) for name in idle_after
+        }
+        _say(
+            f"idle (nothing sent, {IDLE_WINDOW_S:.0f} s), cores used: "
+            + ", ".join(f"{n} {v:.3f}" for n, v in result["idle_cpu_cores"].items())
+        )
         rss: dict[str, float] = {}
         peak: dict[str, float] = {}
         for svc in services:
