@@ -538,6 +538,39 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+IDLE_POLL_MS = 1000
+"""How long a consumer with nothing to read waits in one `getmany` before it loops (it returns as soon as the fetcher
+has records). FastStream's own batch loop waits `batch_timeout_ms` and then, when nothing came, *sleeps* as long again:
+a record arriving in that sleep waited for it (up to 50 ms on each hop), and every idle consumer woke ten times a
+second. `batch_subscriber` replaces that poll with `poll_without_sleeping`: no sleep, one wake-up a second when idle."""
+
+CATCH_UP_MS = 20
+"""How long a busy consumer's poll waits for the fetch its own drain started (see `poll_without_sleeping`)."""
+
+
+def poll_without_sleeping(subscriber: Any, max_records: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+    """Make a FastStream batch subscriber's poll one `getmany` of up to IDLE_POLL_MS that returns whatever the fetcher
+    has, at once, and never sleeps (FastStream's loop skips an empty batch and polls again).
+
+    A busy consumer (its records were waiting in the fetch buffer: the first `getmany` took no time) also takes what
+    arrived while it worked: aiokafka fetches a partition again only once its buffered records are taken, so what the
+    buffer holds was fetched just after the previous batch began, and what came during that batch waits at the broker
+    for the fetch this drain starts. Waiting up to CATCH_UP_MS for that fetch puts those records in this batch instead
+    of the next one, a whole batch earlier. A consumer that waited for its records does not wait again. Both reads
+    make one batch: positions move only over records handed to the handler, so the commit after it stays exact."""
+
+    async def get_msg(consumer: Any) -> tuple[Any, ...]:
+        started = monotonic()
+        batches = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=max_records)
+        records = [record for part in batches.values() for record in part]
+        if records and len(records) < max_records and monotonic() - started < 0.001:
+            more = await consumer.getmany(timeout_ms=CATCH_UP_MS, max_records=max_records - len(records))
+            records += [record for part in more.values() for record in part]
+        return tuple(records)
+
+    subscriber.get_msg = get_msg
+
+
 FETCH_MAX_WAIT_MS = 100
 """aiokafka holds a fetch open up to this long, and a partition that had buffered records waits for that fetch to end
 before its new records are fetched: the 500 ms default shows as tail latency on every hop."""
@@ -555,7 +588,7 @@ def batch_subscriber(
     handler commits after its transaction, see `consume_batch`), the backlog read from the earliest offset, and raw
     bytes handed to the handler so a record that does not parse becomes a dead letter. `max_partition_fetch_bytes`
     bounds what the consumer fetches ahead per partition (the default is aiokafka's, 1 MiB), which a backlog fills."""
-    return ctx.broker.subscriber(
+    subscriber = ctx.broker.subscriber(
         *topics,
         group_id=group_id,
         batch=True,
@@ -569,3 +602,5 @@ def batch_subscriber(
         description=description,
         max_partition_fetch_bytes=max_partition_fetch_bytes,
     )
+    poll_without_sleeping(subscriber, ctx.settings.consumer_max_records)
+    return subscriber

@@ -10,7 +10,10 @@ Phases, in one run, on one database made for the run (dropped after) and one top
    `deadline_set`) per second, first to last; CPU each service spent (/proc/<pid>/stat) per 1,000 complaints;
 4. latency: raw messages at fixed rates (default 100, 500, 1,000/s) for `--seconds` each; latency = from the send
    of a raw message to the moment its first `complaint.assigned` (and its resolve `deadline_set`) is read back;
-   a rate is "sustained" when every complaint came out and the last one within a second of the last send.
+   a rate is "sustained" when every complaint came out and the last one within a second of the last send. Each
+   phase starts once the services have gone quiet (`_settle`), and says per hop where the time went
+   (`hop_breakdown`: raw send → `complaints.received` produced → `complaint.assigned` produced → read back, from
+   the Kafka record timestamps), the CPU each service spent per 1,000 complaints, and each consumer group's batches.
 Resident memory (VmRSS and its peak VmHWM from /proc) of each service at the end. `--json FILE` writes it all.
 """
 
@@ -110,6 +113,39 @@ class Watch:
     assigned: dict[str, float] = field(default_factory=dict)
     deadline: dict[str, float] = field(default_factory=dict)
     dlq: int = 0
+    received_ms: dict[str, int] = field(default_factory=dict)
+    """Per complaint, the Kafka timestamp (the producer's clock: when intake's relay sent it) of its first
+    `complaints.received`; read only in the latency phases."""
+    assigned_ms: dict[str, int] = field(default_factory=dict)
+    """The same for its first `complaint.assigned` (routing's relay)."""
+    read_wall: dict[str, float] = field(default_factory=dict)
+    """Wall-clock time (s) this reader read its first `complaint.assigned`."""
+
+
+HOPS = ("intake", "routing", "read_back")
+"""The three hops of raw → assigned, from wall-clock stamps that all come from this machine's one clock:
+intake = raw send → `complaints.received` produced (bench producer, broker, intake's fetch, transaction and relay);
+routing = received produced → `complaint.assigned` produced (broker, routing's fetch, transaction and relay);
+read_back = assigned produced → read by the bench (the relay's linger and acks=all, the bench's own fetch)."""
+
+
+def hop_breakdown(
+    sent_wall: dict[str, float], received_ms: dict[str, int], assigned_ms: dict[str, int], read_wall: dict[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """p50/p95/p99 (ms) of each hop in HOPS over the complaints seen at both its ends; `sent_wall` and `read_wall`
+    in seconds, the Kafka timestamps in milliseconds. A hop under 0 (clock granularity) counts as 0."""
+    hops: dict[str, list[float]] = {h: [] for h in HOPS}
+    for cid, sent in sent_wall.items():
+        received = received_ms.get(cid)
+        assigned = assigned_ms.get(cid)
+        read = read_wall.get(cid)
+        if received is not None:
+            hops["intake"].append(max(0.0, received / 1000 - sent))
+        if received is not None and assigned is not None:
+            hops["routing"].append(max(0.0, (assigned - received) / 1000))
+        if assigned is not None and read is not None:
+            hops["read_back"].append(max(0.0, read - assigned / 1000))
+    return {h: {f"p{p}": _ms(_pct(values, p)) for p in (50, 95, 99)} | {"n": len(values)} for h, values in hops.items()}
 
 
 class Progress:
@@ -142,7 +178,8 @@ async def _reader(
 ) -> None:
     """Read `complaint.assigned`, `complaints.sla` and the dead letters, from the start of the run or (latency
     phases: reading the earlier phases' events would hold up the sender in this same loop) from their ends, each
-    partition assigned and positioned before `ready` is set."""
+    partition assigned and positioned before `ready` is set. From the ends it also reads `complaints.received`, and
+    keeps the Kafka timestamps of both topics for the per-hop breakdown (`hop_breakdown`)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
@@ -158,7 +195,7 @@ async def _reader(
         try:
             tps = [
                 TopicPartition(topic, p)
-                for topic in (topics.assigned, topics.sla, topics.dlq)
+                for topic in (topics.assigned, topics.sla, topics.dlq, *((topics.received,) if from_end else ()))
                 for p in sorted(await probe.partitions_for(topic))
             ]
         finally:
@@ -174,6 +211,7 @@ async def _reader(
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50, max_records=5000)
             now = time.perf_counter()
+            wall = time.time()
             for tp, records in batch.items():
                 if tp.topic == topics.dlq:
                     watch.dlq += len(records)
@@ -185,6 +223,10 @@ async def _reader(
                         continue
                     if tp.topic == topics.assigned:
                         watch.assigned.setdefault(cid, now)
+                        watch.assigned_ms.setdefault(cid, r.timestamp)
+                        watch.read_wall.setdefault(cid, wall)
+                    elif tp.topic == topics.received:
+                        watch.received_ms.setdefault(cid, r.timestamp)
                     elif doc.get("type") == "deadline_set" and doc.get("stage") == "resolve":
                         watch.deadline.setdefault(cid, now)
     finally:
@@ -402,6 +444,72 @@ def _cpu_by_service(services: list[Service]) -> dict[str, float]:
     return totals
 
 
+IDLE_WINDOW_S = 10.0
+"""After the latency phases, the CPU the idle services use is measured over this long (their polling, heartbeats,
+gauges): a latency fix must not buy its figures with busy polling."""
+
+SETTLE_CORES = 0.3
+"""A latency phase starts when the services together used less than this much of a core over a second: the earlier
+phases' work (reporting and sla behind on the backlog) would otherwise share the cores with it."""
+
+
+async def _settle(services: list[Service], progress: Progress, timeout_s: float = 90.0) -> tuple[float, float]:
+    """Wait for the services to go quiet (SETTLE_CORES); (seconds waited, cores they used in the last second)."""
+    started = time.perf_counter()
+    used = 0.0
+    while time.perf_counter() - started < timeout_s:
+        before = sum(_cpu_by_service(services).values())
+        await asyncio.sleep(1.0)
+        used = sum(_cpu_by_service(services).values()) - before
+        progress.show(f"waiting for the services to go quiet: {used:.2f} cores")
+        if used < SETTLE_CORES:
+            break
+    progress.done()
+    return time.perf_counter() - started, used
+
+
+async def _batch_stats(services: list[Service]) -> dict[str, list[float]]:
+    """Per consumer group, from every service's `/metrics`: [batches, seconds in them (commit included), records]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stats: dict[str, list[float]] = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+        for svc in services:
+            try:
+                text = (await client.get(f"http://127.0.0.1:{svc.port}/metrics")).text
+            except httpx.HTTPError:
+                continue
+            for family in text_string_to_metric_families(text):
+                if family.name not in ("consumer_batch_seconds", "consumer_batch_records"):
+                    continue
+                for sample in family.samples:
+                    group = sample.labels.get("group", "?")
+                    entry = stats.setdefault(group, [0.0, 0.0, 0.0])
+                    if sample.name == "consumer_batch_seconds_count":
+                        entry[0] += sample.value
+                    elif sample.name == "consumer_batch_seconds_sum":
+                        entry[1] += sample.value
+                    elif sample.name == "consumer_batch_records_sum":
+                        entry[2] += sample.value
+    return stats
+
+
+def batch_summary(before: dict[str, list[float]], after: dict[str, list[float]], prefix: str) -> dict[str, Any]:
+    """Per consumer group (prefix taken off), over a phase: batches, records per batch and ms per batch."""
+    out: dict[str, Any] = {}
+    for group, (n, secs, records) in sorted(after.items()):
+        n0, s0, r0 = before.get(group, [0.0, 0.0, 0.0])
+        if n - n0 <= 0:
+            continue
+        batches = n - n0
+        out[group.removeprefix(prefix)] = {
+            "batches": int(batches),
+            "records_per_batch": round((records - r0) / batches, 1),
+            "ms_per_batch": round((secs - s0) * 1000 / batches, 1),
+        }
+    return out
+
+
 async def _wait_for(watch: Watch, ids: set[str], timeout_s: float, progress: Progress, label: str) -> tuple[int, int]:
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
@@ -492,13 +600,21 @@ async def _drain_phase(
 
 
 async def _latency_phase(
-    bootstrap: str, topics: Topics, rate: float, seconds: float, seed: int, progress: Progress
+    bootstrap: str,
+    topics: Topics,
+    rate: float,
+    seconds: float,
+    seed: int,
+    progress: Progress,
+    services: list[Service] | None = None,
 ) -> dict[str, Any]:
     gen = TrafficGenerator(seed=seed, duplicates=0.0, bad=0.0, run_tag=f"L{seed}")
     watch = Watch()
     stop = asyncio.Event()
     sent_at: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
     ready = asyncio.Event()
+    settle_s, quiet_cores = await _settle(services or [], progress)
     reader = asyncio.create_task(_reader(bootstrap, topics, watch, stop, ready, from_end=True))
     producer = _producer(bootstrap, 0)
     await producer.start()
@@ -507,6 +623,8 @@ async def _latency_phase(
             await producer.partitions_for(topic)  # metadata before the clock starts
         async with asyncio.timeout(60):
             await ready.wait()
+        cpu_before = _cpu_by_service(services or [])
+        batches_before = await _batch_stats(services or [])
         started = time.perf_counter()
         n = 0
         while time.perf_counter() - started < seconds:
@@ -517,6 +635,7 @@ async def _latency_phase(
             msg = gen.next()
             assert msg.key is not None
             sent_at[f"{msg.channel.value}:{msg.key}"] = time.perf_counter()
+            sent_wall[f"{msg.channel.value}:{msg.key}"] = time.time()
             await producer.send(topics.intake(msg.channel), msg.body, key=msg.key.encode())
             n += 1
             if n % 100 == 0:
@@ -525,6 +644,8 @@ async def _latency_phase(
         last_send = time.perf_counter()
         await _wait_for(watch, set(sent_at), 30.0, progress, f"latency at {rate:,.0f}/s")
         progress.done()
+        cpu_after = _cpu_by_service(services or [])
+        batches_after = await _batch_stats(services or [])
     finally:
         stop.set()
         await asyncio.gather(reader, return_exceptions=True)
@@ -538,12 +659,32 @@ async def _latency_phase(
     row: dict[str, Any] = {
         "rate": rate, "sent": len(sent_at), "assigned": len(lat_a), "deadline_set": len(lat_d),
         "sustained": sustained, "load": _loadavg(),
+        "settle_s": round(settle_s, 1), "quiet_cpu_cores": round(quiet_cores, 3),
         "assigned_ms": a, "deadline_set_ms": d,
+        "hops_ms": hop_breakdown(sent_wall, watch.received_ms, watch.assigned_ms, watch.read_wall),
+        "cpu_s_per_1000": {
+            name: round((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / max(len(lat_a), 1), 3)
+            for name in cpu_after
+        },
+        "batches": batch_summary(batches_before, batches_after, topics.prefix),
     }  # fmt: skip
     _say(
         f"at {rate:>6,.0f}/s x {seconds:.0f} s  raw → assigned p50 {a['p50']} p95 {a['p95']} p99 {a['p99']} "
         f"max {a['max']} ms; → resolve deadline_set p50 {d['p50']} p99 {d['p99']} ms; "
         f"{len(lat_a)}/{len(sent_at)} out, {'sustained' if sustained else 'NOT sustained'} (load {_loadavg()})"
+    )
+    _say(
+        f"{'':<17}per hop (p50 / p99 ms): "
+        + "; ".join(f"{h} {v['p50']} / {v['p99']}" for h, v in row["hops_ms"].items())
+        + f"; started after {settle_s:.0f} s of settling (services then at {quiet_cores:.2f} cores)"
+        + "; CPU s per 1,000: "
+        + ", ".join(f"{n} {v:.2f}" for n, v in row["cpu_s_per_1000"].items())
+    )
+    _say(
+        f"{'':<17}batches (n, records/batch, ms/batch): "
+        + "; ".join(
+            f"{g} {b['batches']} {b['records_per_batch']} {b['ms_per_batch']}" for g, b in row["batches"].items()
+        )
     )
     return row
 
@@ -612,10 +753,23 @@ async def _run(args: argparse.Namespace, server_url: str, bootstrap: str, work: 
         services = await _drain_phase(bootstrap, topics, args, env, work, progress, result)
         result["latency"] = []
         for i, rate in enumerate(args.rates):
-            result["latency"].append(await _latency_phase(bootstrap, topics, rate, args.seconds, 100 + i, progress))
+            result["latency"].append(
+                await _latency_phase(bootstrap, topics, rate, args.seconds, 100 + i, progress, services)
+            )
         at_500 = next((r for r in result["latency"] if r["rate"] == 500), None)
         result["p50_ms_at_500"] = at_500["assigned_ms"]["p50"] if at_500 else None
         result["p99_ms_at_500"] = at_500["assigned_ms"]["p99"] if at_500 else None
+        await _settle(services, progress)
+        idle_before = _cpu_by_service(services)
+        await asyncio.sleep(IDLE_WINDOW_S)
+        idle_after = _cpu_by_service(services)
+        result["idle_cpu_cores"] = {
+            name: round((idle_after[name] - idle_before.get(name, 0.0)) / IDLE_WINDOW_S, 3) for name in idle_after
+        }
+        _say(
+            f"idle (nothing sent, {IDLE_WINDOW_S:.0f} s), cores used: "
+            + ", ".join(f"{n} {v:.3f}" for n, v in result["idle_cpu_cores"].items())
+        )
         rss: dict[str, float] = {}
         peak: dict[str, float] = {}
         for svc in services:
