@@ -312,12 +312,19 @@ class Producers:
         what was not acknowledged and sends it again. A timeout keeps the producer: its batches are still retried, in
         order, and a second send of the same messages queues behind them."""
         producer = await self.get()
+        futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(timeout_s):
-                futures = [await producer.send(topic, value, key=key) for topic, key, value in messages]
+                for topic, key, value in messages:
+                    futures.append(await producer.send(topic, value, key=key))
                 results = await asyncio.gather(*futures, return_exceptions=True)
-        except Exception as exc:
-            await self.failed(producer, exc)
+        except BaseException as exc:
+            # Cut short: no one waits on the futures handed over so far; their errors (the producer closed when it
+            # is replaced) are retrieved here, not logged by asyncio as never retrieved.
+            for fut in futures:
+                fut.add_done_callback(_retrieve)
+            if isinstance(exc, Exception):
+                await self.failed(producer, exc)
             raise
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -348,6 +355,11 @@ class Producers:
             raise
         except Exception as exc:  # noqa: BLE001 - an old producer that does not close cleanly is dropped anyway
             log.warning("old producer did not close cleanly", extra={"producer": self.name, "error": repr(exc)[:300]})
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _abort(producer: AIOKafkaProducer, wait_s: float = 5.0) -> None:
