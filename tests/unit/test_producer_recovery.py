@@ -3,7 +3,7 @@
 aiokafka 0.14 never resets a partition's sequence numbers: once the broker answers OUT_OF_ORDER_SEQUENCE_NUMBER (it
 restarted and lost or truncated the producer's state) every later batch of that producer is refused the same way.
 `FakeProducer` does the same; `World` is a broker log and an in-memory outbox table (no I/O here: the real broker
-restarted under the relay is tests/integration/test_relay_recovery.py).
+restarted under the relay is tests/integration/test_producer_recovery.py and tests/integration/test_attack_session9.py).
 """
 
 from __future__ import annotations
