@@ -51,7 +51,13 @@ def calls(run: str) -> list[Call]:
         "departments": ["fgw"],
         "due_date": "2025-12-31",
     }
-    act = {"action_id": f"a-{run}", "complaint_id": f"hotline:N{run}", "department": "spj", "action": "accept", "at": "2026-11-26T10:00:00Z"}
+    act = {
+        "action_id": f"a-{run}",
+        "complaint_id": f"hotline:N{run}",
+        "department": "spj",
+        "action": "accept",
+        "at": "2026-11-26T10:00:00Z",
+    }
     period = "from=2026-01-01&to=2026-01-31"
     return [
         ("intake", "POST", "/v1/intake/hotline", "channel:hotline", {"json": order}),
@@ -149,3 +155,80 @@ async def test_write_and_report_routes_answer_503_while_the_database_is_paused_o
         for p in procs.values():
             p.stop()
         pg.stop()
+
+
+# --- poll_without_sleeping: rebalances and SIGKILL mid-batch, and an idle service ------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children still running, from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in [str(pid), *(e for e in os.listdir("/proc") if e.isdigit() and e != str(pid))]:
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if entry == str(pid) or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def test_rebalances_and_a_sigkill_mid_backlog_assign_every_complaint_once_and_idle_routing_sleeps(
+    kafka_bootstrap: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """A backlog of 3,000 complaints taken by two routing replicas in batches of 20; one is killed with SIGKILL
+    mid-batch (a rebalance: the survivor takes its partitions from their last commit) and started again while the
+    survivor works (another rebalance: the survivor's partitions revoked mid-batch, or between a batch's two reads). Every complaint gets one assignment: a republished copy carries
+    the same event_id and bytes; two assignments of one complaint would be a double effect. Then, the backlog done,
+    each replica idles: its CPU over 10 s is a few wake-ups, no busy poll."""
+    env = await _make_env(kafka_bootstrap, postgres_url, tmp_path)
+    categories = list(Category)
+    regions = ["150500", "150502", "150521", "150523", "150525", "150581"]
+    complaints = [
+        complaint(f"B{i:05d}", categories[i % len(categories)], regions[i % len(regions)], phone=None)
+        for i in range(3000)
+    ]
+    small = {"CONSUMER_MAX_RECORDS": "20", "OUTBOX_BATCH_SIZE": "50"}
+    w = await _start_world(env, with_intake=False, **small)
+    second = ServiceProcess("routing", env.environ(**small), env.tmp / "routing2.log")
+    want = {c.complaint_id for c in complaints}
+
+    def done_ids() -> int:
+        return len({r.key.decode() for r in w.tap.on(w.t.assigned)})
+
+    try:
+        second.start()  # two replicas share the group's partitions
+        await w.receive(*complaints)
+        await w.tap.wait(lambda: done_ids() >= 100, what="the first assignments")
+        w.routing.kill()  # mid-batch: the second replica takes its partitions from their last commit
+        at_kill = done_ids()
+        await w.tap.wait(lambda: done_ids() >= min(len(want), at_kill + 100), timeout_s=120, what="after the kill")
+        w.routing.start()  # joins again while the second replica works through the backlog: its batch is revoked
+        at_restart = done_ids()
+        await w.tap.wait(lambda: done_ids() >= len(want), timeout_s=180, what="every assignment")
+        print(f"assigned at the kill {at_kill}, at the restart {at_restart} of {len(want)}")
+        # Idle: both replicas have nothing to read; measure their CPU over 10 s (after the outbox relays settle).
+        await asyncio.sleep(3)
+        pids = [p.proc.pid for p in (w.routing, second) if p.proc is not None]
+        before = [cpu_seconds(pid) for pid in pids]
+        await asyncio.sleep(10)
+        idle = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    finally:
+        second.stop()
+        await _stop_world(w)
+    by_complaint: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for r in w.tap.on(w.t.assigned):
+        event = ComplaintAssigned.model_validate_json(r.value)
+        copies = by_complaint[event.complaint_id]
+        assert copies.get(str(event.event_id), r.value) == r.value, "a republished copy differs"
+        copies[str(event.event_id)] = r.value
+    assert set(by_complaint) == want
+    doubled = {cid: len(events) for cid, events in by_complaint.items() if len(events) != 1}
+    assert doubled == {}, f"complaints assigned more than once: {list(doubled)[:5]}"
+    assert w.tap.on(w.t.dlq) == []
+    assert 0 < at_kill < at_restart < len(want), "the kill and the restart landed mid-backlog"
+    print(f"idle routing CPU over 10 s: {[round(s, 3) for s in idle]} s")
+    # Idle wake-ups (each consumer's poll once a second, its fetcher's 100-ms fetches, heartbeats, the clock) cost a
+    # few percent of a core; a busy poll would take most of one (over 5 s in 10 s).
+    assert all(s < 1.0 for s in idle), idle
