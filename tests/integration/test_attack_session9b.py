@@ -179,9 +179,10 @@ async def test_rebalances_and_a_sigkill_mid_backlog_assign_every_complaint_once_
 ) -> None:
     """A backlog of 3,000 complaints taken by two routing replicas in batches of 20; one is killed with SIGKILL
     mid-batch (a rebalance: the survivor takes its partitions from their last commit) and started again while the
-    survivor works (another rebalance: the survivor's partitions revoked mid-batch, or between a batch's two reads). Every complaint gets one assignment: a republished copy carries
-    the same event_id and bytes; two assignments of one complaint would be a double effect. Then, the backlog done,
-    each replica idles: its CPU over 10 s is a few wake-ups, no busy poll."""
+    survivor works (another rebalance: the survivor's partitions revoked mid-batch, or between a batch's two reads).
+    Every complaint gets one assignment: a republished copy carries the same event_id and bytes; two assignments of
+    one complaint would be a double effect. Then, the backlog done, each replica idles: its CPU over 10 s is a few
+    wake-ups, no busy poll."""
     env = await _make_env(kafka_bootstrap, postgres_url, tmp_path)
     categories = list(Category)
     regions = ["150500", "150502", "150521", "150523", "150525", "150581"]
