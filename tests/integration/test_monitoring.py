@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import yaml
 
-from shared.calendar import as_local
 from shared.devtools.catalog import available_services
 from shared.devtools.departments import DepartmentSimulator
 from shared.devtools.simulate import simulate
 from shared.observability import CONTRACT_METRICS
-from tests.support.infra import Env, ServiceProcess
+from tests.support.infra import Env, ServiceProcess, short_clock_environ
 from tests.support.prometheus import (
     PROMETHEUS_DIR,
     panel_queries,
@@ -87,20 +84,7 @@ def test_promtool_checks_the_config_the_rules_and_every_alert() -> None:
 
 
 def service_environ(env: Env) -> dict[str, str]:
-    policy = env.tmp / "sla-policy.json"
-    policy.write_text(json.dumps(POLICY))
-    overrides = env.tmp / "calendar-overrides.yaml"
-    today = as_local(datetime.now(UTC)).date()
-    days = [(today + timedelta(days=d)).isoformat() for d in range(-3, 4)]
-    overrides.write_text("workdays: [" + ", ".join(f'"{d}"' for d in days) + "]\n")
-    return env.environ(
-        SLA_POLICY=str(policy),
-        SLA_CALENDAR_OVERRIDES=str(overrides),
-        SLA_WORKING_HOURS="00:00-24:00",
-        SLA_POLL_INTERVAL_S="0.5",
-        SLA_GAUGE_INTERVAL_S="1",
-        LAG_INTERVAL_S="1",
-    )
+    return short_clock_environ(env, POLICY, SLA_GAUGE_INTERVAL_S="1", LAG_INTERVAL_S="1")
 
 
 @contextlib.asynccontextmanager

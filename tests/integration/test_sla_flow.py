@@ -10,7 +10,6 @@ fell due while no scheduler was running.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +20,6 @@ import httpx
 import pytest
 
 from services.sla import store
-from shared.calendar import as_local
 from shared.domain import Category, Channel, Kind, Urgency
 from shared.events import CaseState, ComplaintAssigned, ComplaintReceived, DeadLetter, LifecycleChanged, SlaEvent
 from shared.events.base import Message
@@ -34,6 +32,7 @@ from tests.support.infra import (
     metric_sum,
     produce,
     rewind_group,
+    short_clock_environ,
     wait_for_line,
     wait_for_metric,
 )
@@ -55,21 +54,7 @@ POLICY = {
 
 
 def sla_environ(env: Env, **extra: str) -> dict[str, str]:
-    policy = env.tmp / "sla-policy.json"
-    policy.write_text(json.dumps(POLICY))
-    overrides = env.tmp / "calendar-overrides.yaml"
-    today = as_local(datetime.now(UTC)).date()
-    days = [(today + timedelta(days=d)).isoformat() for d in range(-3, 4)]
-    overrides.write_text("workdays: [" + ", ".join(f'"{d}"' for d in days) + "]\n")
-    settings = {
-        "SLA_POLICY": str(policy),
-        "SLA_CALENDAR_OVERRIDES": str(overrides),
-        "SLA_WORKING_HOURS": "00:00-24:00",
-        "SLA_POLL_INTERVAL_S": "0.5",
-        "SLA_GAUGE_INTERVAL_S": "1",
-        **extra,
-    }
-    return env.environ(**settings)
+    return short_clock_environ(env, POLICY, SLA_GAUGE_INTERVAL_S="1", **extra)
 
 
 def start_sla(env: Env, name: str = "sla", **extra: str) -> ServiceProcess:

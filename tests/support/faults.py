@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,12 @@ from services.reporting.projections import (
     summary,
 )
 from shared.devtools.traffic import RawMessage, TrafficGenerator
-from shared.domain import LOCAL_TZ, Channel
+from shared.domain import Channel
 from shared.events import ComplaintAssigned, ComplaintReceived, LifecycleChanged, SlaEvent
 from shared.events.dlq import DeadLetter
 from shared.events.sla import SlaEventType, Stage
 from shared.kafka import Producers
-from tests.support.infra import Env, ServiceProcess
+from tests.support.infra import Env, ServiceProcess, short_clock_environ
 
 RAW_CHANNELS = (Channel.HOTLINE, Channel.COMPLAINT_LINE, Channel.SUPERVISOR)
 SERVICES = ("intake", "routing", "sla", "reporting")
@@ -62,17 +62,9 @@ POLICY = {
 
 def world_environ(env: Env, **extra: str) -> dict[str, str]:
     """The environment of every service of a scenario: the short SLA policy on an all-day calendar."""
-    policy = env.tmp / "sla-policy.json"
-    policy.write_text(json.dumps(POLICY))
-    overrides = env.tmp / "calendar-overrides.yaml"
-    today = datetime.now(UTC).astimezone(LOCAL_TZ).date()
-    days = [(today + timedelta(days=d)).isoformat() for d in range(-3, 4)]
-    overrides.write_text("workdays: [" + ", ".join(f'"{d}"' for d in days) + "]\n")
-    return env.environ(
-        SLA_POLICY=str(policy),
-        SLA_CALENDAR_OVERRIDES=str(overrides),
-        SLA_WORKING_HOURS="00:00-24:00",
-        SLA_POLL_INTERVAL_S="0.5",
+    return short_clock_environ(
+        env,
+        POLICY,
         SLA_BREACH_GRACE_SECONDS="2",
         CONSUMER_MAX_RECORDS="100",
         KAFKA_SEND_TIMEOUT_S="5",

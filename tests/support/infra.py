@@ -4,14 +4,16 @@ topic prefix per test, service processes that can be killed, and helpers to prod
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from shared.auth import new_key
+from shared.calendar import as_local
 from shared.devtools.infra.ports import die_with_parent, free_port
 from shared.settings import Settings
 from shared.topics import Topics
@@ -63,6 +66,25 @@ class Env:
         )
         env.update(extra)
         return env
+
+
+def short_clock_environ(env: Env, policy: Mapping[str, Any], **extra: str) -> dict[str, str]:
+    """A service environment with the SLA clock on seconds (docs/sla.md "Short windows"): `policy` (windows in
+    seconds) written for SLA_POLICY, every day around today a workday, the clock running all day; `extra` wins."""
+    policy_file = env.tmp / "sla-policy.json"
+    policy_file.write_text(json.dumps(policy))
+    overrides = env.tmp / "calendar-overrides.yaml"
+    today = as_local(datetime.now(UTC)).date()
+    days = [(today + timedelta(days=d)).isoformat() for d in range(-3, 4)]
+    overrides.write_text("workdays: [" + ", ".join(f'"{d}"' for d in days) + "]\n")
+    settings = {
+        "SLA_POLICY": str(policy_file),
+        "SLA_CALENDAR_OVERRIDES": str(overrides),
+        "SLA_WORKING_HOURS": "00:00-24:00",
+        "SLA_POLL_INTERVAL_S": "0.5",
+        **extra,
+    }
+    return env.environ(**settings)
 
 
 def make_keys(path: Path, scopes: list[str]) -> dict[str, str]:
