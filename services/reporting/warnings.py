@@ -101,6 +101,13 @@ def baseline(previous: Sequence[int]) -> float:
     return max(BASELINE_FLOOR, sum(weeks) / HISTORY_WEEKS)
 
 
+def preload() -> None:
+    """Import what `tail_probability` needs (numpy, scipy.special: most of a second of CPU, seconds on a loaded box).
+    The service calls it in a thread at start (`watch.setup_watch`), so the first warning does not stall the event
+    loop on the import: a stalled loop answers no /metrics or /healthz and misses its consumer heartbeats."""
+    from scipy.special import pdtrc  # noqa: F401 - imported for its side effect: loaded once, here
+
+
 def tail_probability(count: int, lam: float) -> float:
     """P(X ≥ count) for X ~ Poisson(λ): `scipy.stats.poisson.sf(count - 1, λ)` to the bit, without importing
     scipy.stats (about 90 MB resident for the process, against about 40 MB for numpy and scipy.special, which are

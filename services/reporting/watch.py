@@ -41,6 +41,7 @@ from services.reporting.warnings import (
     week_start,
 )
 from services.reporting.warnings import bulletin_section as warnings_section
+from services.reporting.warnings import preload as preload_tail_probability
 from services.reporting.worker import FETCH_BYTES_PER_PARTITION
 from shared.calendar import WorkingCalendar, calendar_from_settings
 from shared.deadletters import dead_letter_message, store_dead_letters
@@ -296,6 +297,7 @@ def subscribe(ctx: ServiceContext, watch: Watch) -> None:
 async def setup_watch(ctx: ServiceContext) -> SupervisionTicker:
     """Wire the watch into the service (called from app.setup); the ticker is started and returned for teardown."""
     settings = ctx.settings
+    await asyncio.to_thread(preload_tail_probability)  # not on the event loop at the first warning
     calendar = build_calendar(settings)
     rule = due_rule(settings)
     watch = Watch(ctx, calendar, rule)

@@ -80,3 +80,29 @@ def test_every_reporting_consumer_bounds_what_it_fetches_ahead() -> None:
     for topics, options in ctx.broker.subscribers:
         assert options.get("max_partition_fetch_bytes", 1024 * 1024) <= 256 * 1024, topics
         assert options["max_records"] == ctx.settings.consumer_max_records
+
+
+def test_the_watch_loads_the_tail_probability_at_start_in_a_thread_not_at_the_first_warning() -> None:
+    """The import (seconds on a loaded box) runs in a worker thread during setup: the event loop keeps answering."""
+    code = (
+        "import asyncio, json, sys, threading\n"
+        "from services.reporting import warnings\n"
+        "seen = []\n"
+        "original = warnings.preload\n"
+        "def spy():\n"
+        "    seen.append(threading.current_thread() is threading.main_thread())\n"
+        "    original()\n"
+        "import services.reporting.watch as watch\n"
+        "watch.preload_tail_probability = spy\n"
+        "class Ctx:\n"
+        "    settings = None\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await watch.setup_watch(Ctx())\n"
+        "    except Exception:\n"
+        "        pass\n"
+        "asyncio.run(main())\n"
+        "print(json.dumps([seen, 'scipy.special' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[False], True]
