@@ -21,7 +21,7 @@ from pathlib import Path
 
 from shared.devtools.infra.kafka_local import KAFKA_VERSION, LOG4J2, InfraError, ensure_jars
 from shared.devtools.infra.ports import die_with_parent, free_port, wait_for_port
-from shared.devtools.infra.process import kill_process, serve_until_signalled, stop_process
+from shared.devtools.infra.process import kill_process, serve_until_signalled, start_or_stop, stop_process
 
 REPLICATION = 3
 MIN_INSYNC = 2
@@ -190,11 +190,7 @@ class KafkaCluster:
         KeyboardInterrupt) stops the nodes and removes a data directory this start made."""
         if self.size < REPLICATION:
             raise InfraError(f"a cluster needs at least {REPLICATION} nodes for replication factor {REPLICATION}")
-        try:
-            return self._start(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
+        return start_or_stop(lambda: self._start(timeout_s), self.stop)
 
     def _start(self, timeout_s: float) -> KafkaCluster:
         if self.data_dir is None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.devtools.infra.ports import die_with_parent, free_port, wait_for_port
-from shared.devtools.infra.process import kill_process, serve_until_signalled, stop_process
+from shared.devtools.infra.process import kill_process, serve_until_signalled, start_or_stop, stop_process
 
 KAFKA_VERSION = "4.1.1"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -175,11 +175,7 @@ class LocalKafka:
     def start(self, timeout_s: float = 90.0) -> LocalKafka:
         """Start the broker and wait until it answers. Whatever stops the start (an error, Ctrl-C, SIGTERM as
         KeyboardInterrupt) stops the broker and removes a data directory this start made."""
-        try:
-            return self._start(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
+        return start_or_stop(lambda: self._start(timeout_s), self.stop)
 
     def _start(self, timeout_s: float) -> LocalKafka:
         jars = ensure_jars()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from shared.devtools.infra.kafka_local import InfraError
 from shared.devtools.infra.ports import die_with_parent, free_port, wait_for_port
-from shared.devtools.infra.process import kill_process, stop_process
+from shared.devtools.infra.process import kill_process, start_or_stop, stop_process
 
 RUN_AS = "embedded_postgres"
 DATABASE = "complaints"
@@ -70,11 +70,7 @@ class LocalPostgres:
     def start(self, timeout_s: float = 30.0) -> LocalPostgres:
         """Start the server and wait until it answers. Whatever stops the start (an error, Ctrl-C, SIGTERM as
         KeyboardInterrupt) stops the server and removes a data directory this start made."""
-        try:
-            return self._start(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
+        return start_or_stop(lambda: self._start(timeout_s), self.stop)
 
     def _start(self, timeout_s: float) -> LocalPostgres:
         bins = _bin_dir()

@@ -6,6 +6,19 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def start_or_stop(start: Callable[[], T], stop: Callable[[], None]) -> T:
+    """`start()`; whatever stops it (an error, Ctrl-C, SIGTERM turned into KeyboardInterrupt) runs `stop()` first,
+    so a server half started leaves no process and no data directory it made."""
+    try:
+        return start()
+    except BaseException:
+        stop()
+        raise
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, timeout_s: float) -> None:
