@@ -10,7 +10,6 @@ import os
 import signal
 import time
 import uuid
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ import pytest
 
 from shared.devtools.infra.postgres_local import LocalPostgres
 from shared.domain import Category
-from shared.events import ComplaintAssigned
 from tests.integration.test_delivery_faults import server_processes, signal_all
 from tests.integration.test_portal_flow import submission
-from tests.integration.test_routing_flow import _make_env, _start_world, _stop_world, complaint
+from tests.integration.test_routing_flow import _make_env, _start_world, _stop_world, assigned_once, complaint
 from tests.support.infra import Env, ServiceProcess, create_database
 
 pytestmark = pytest.mark.integration
@@ -218,15 +216,7 @@ async def test_rebalances_and_a_sigkill_mid_backlog_assign_every_complaint_once_
     finally:
         second.stop()
         await _stop_world(w)
-    by_complaint: dict[str, dict[str, bytes]] = defaultdict(dict)
-    for r in w.tap.on(w.t.assigned):
-        event = ComplaintAssigned.model_validate_json(r.value)
-        copies = by_complaint[event.complaint_id]
-        assert copies.get(str(event.event_id), r.value) == r.value, "a republished copy differs"
-        copies[str(event.event_id)] = r.value
-    assert set(by_complaint) == want
-    doubled = {cid: len(events) for cid, events in by_complaint.items() if len(events) != 1}
-    assert doubled == {}, f"complaints assigned more than once: {list(doubled)[:5]}"
+    assigned_once(w.tap.on(w.t.assigned), want)
     assert w.tap.on(w.t.dlq) == []
     assert 0 < at_kill < at_restart < len(want), "the kill and the restart landed mid-backlog"
     print(f"idle routing CPU over 10 s: {[round(s, 3) for s in idle]} s")

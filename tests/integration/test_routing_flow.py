@@ -709,6 +709,21 @@ async def test_a_broken_rules_file_is_refused_at_start(kafka_bootstrap: str, pos
 # --- faults ---------------------------------------------------------------------------------------------------
 
 
+def assigned_once(records: Any, want: set[str]) -> dict[str, bytes]:
+    """Every complaint of `want` assigned exactly once on `complaint.assigned` (a republished copy of an event only
+    byte for byte, never a second event), and nothing else: complaint id → its one assignment's bytes."""
+    by_complaint: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for r in records:
+        event = ComplaintAssigned.model_validate_json(r.value)
+        copies = by_complaint[event.complaint_id]
+        assert copies.get(str(event.event_id), r.value) == r.value, "a republished copy differs"
+        copies[str(event.event_id)] = r.value
+    assert set(by_complaint) == want
+    doubled = {cid: len(events) for cid, events in by_complaint.items() if len(events) != 1}
+    assert doubled == {}, f"complaints assigned more than once: {list(doubled)[:5]}"
+    return {cid: next(iter(events.values())) for cid, events in by_complaint.items()}
+
+
 async def test_sigkill_mid_stream_loses_and_duplicates_no_assignment(
     kafka_bootstrap: str, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -742,17 +757,8 @@ async def test_sigkill_mid_stream_loses_and_duplicates_no_assignment(
         await asyncio.sleep(3)  # let any late duplicate arrive
     finally:
         await _stop_world(w)
-    by_complaint: dict[str, dict[str, bytes]] = defaultdict(dict)
-    for r in w.tap.on(w.t.assigned):
-        event = ComplaintAssigned.model_validate_json(r.value)
-        copies = by_complaint[event.complaint_id]
-        assert copies.get(str(event.event_id), r.value) == r.value, "a republished copy differs"
-        copies[str(event.event_id)] = r.value
-    assert set(by_complaint) == want
-    doubled = {cid: len(events) for cid, events in by_complaint.items() if len(events) != 1}
-    assert doubled == {}, f"complaints assigned more than once: {list(doubled)[:5]}"
-    for events in by_complaint.values():
-        (value,) = events.values()
+    by_complaint = assigned_once(w.tap.on(w.t.assigned), want)
+    for value in by_complaint.values():
         assert ComplaintAssigned.model_validate_json(value).round == 1
     # The kill landed mid-stream: routing had taken some complaints but not all of them.
     assert 0 < stored_at_kill < len(complaints), f"routing had stored {stored_at_kill} cases when killed"
